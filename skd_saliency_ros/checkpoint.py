@@ -1,0 +1,133 @@
+"""Save and load model checkpoints with the metadata that makes them reproducible.
+
+A checkpoint is a ``torch.save`` dict of plain types only, so it loads with
+``torch.load(weights_only=True)`` (no pickled code runs on load).  It carries the exact
+architecture spec, model kind, training resolution and a free-form ``meta`` dict
+(teachers, lambda, data summary, validation metrics, code version ...).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from . import __version__
+from .models import ArchitectureError, KINDS, build_model, get_spec
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "skd_default_r64.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not match what was asked for."""
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        if rev.returncode == 0 and rev.stdout.strip():
+            return f"{__version__}+g{rev.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return __version__
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution: int,
+                    meta: Optional[Dict[str, Any]] = None, overwrite: bool = False,
+                    extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``model`` to ``path`` atomically; refuse to replace a file unless ``overwrite``.
+
+    ``extra`` holds additional plain-typed state (optimizer, step) for ``--resume``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path}: a file already exists there; refusing to overwrite "
+                              "it (pass --overwrite to replace it)")
+    if getattr(model, "kind", None) not in KINDS:
+        raise CheckpointError(f"cannot save a {type(model).__name__}: not a saliency model")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "kind": model.kind,
+        "arch": model.spec,
+        "resolution": int(resolution),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+    }
+    if extra:
+        payload["extra"] = extra
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
+    """Load the raw checkpoint dict (weights_only) with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+    if not isinstance(payload, dict) or "state_dict" not in payload or "kind" not in payload:
+        raise CheckpointError(f"{path}: not an skd_saliency_ros checkpoint "
+                              "(no 'kind'/'state_dict' entries)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {payload['format_version']} is newer "
+                              f"than this code understands ({FORMAT_VERSION})")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
+                    arch: Optional[str | Dict[str, Any]] = None,
+                    resolution: Optional[int] = None):
+    """Build the model stored at ``path``; return ``(model, payload)``.
+
+    ``kind``, ``arch`` and ``resolution``, when given, must match the checkpoint, otherwise a
+    CheckpointError says what differs.  Weights load strictly: never a silent partial load.
+    """
+    payload = read_checkpoint(path)
+    if kind is not None and payload["kind"] != kind:
+        raise CheckpointError(f"{path}: holds a '{payload['kind']}' model, "
+                              f"but a '{kind}' model was requested")
+    if arch is not None:
+        wanted = get_spec(arch)
+        have = payload["arch"]
+        if {k: v for k, v in wanted.items() if k != "name"} != \
+                {k: v for k, v in have.items() if k != "name"}:
+            raise CheckpointError(f"{path}: architecture '{have.get('name', '?')}' does not "
+                                  f"match the requested '{wanted.get('name', '?')}'")
+    if resolution is not None and int(payload["resolution"]) != int(resolution):
+        raise CheckpointError(f"{path}: trained at R={payload['resolution']}, "
+                              f"but R={resolution} was requested")
+    try:
+        model = build_model(payload["kind"], payload["arch"])
+    except ArchitectureError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit architecture "
+                              f"'{payload['arch'].get('name', '?')}': "
+                              f"{str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return model, payload

@@ -1,0 +1,286 @@
+"""Student and fused saliency networks of the SKD method, built from one layer table.
+
+Every architecture lives in ``ARCHITECTURES`` as plain data (a layer list per part),
+so the checkpoint can store the exact spec it was trained with, the benchmark can
+build any variant by name, and docs/ARCHITECTURE.md can be checked against it.
+
+Conventions shared by all models here:
+
+* input: float tensor in [0, 1], RGB, shape (B, C, R, R) with R a multiple of 4;
+  the model normalises it itself (fixed mean/std buffers), so callers never do;
+* temporal input: channels 0-2 are the frame whose saliency is predicted (frame t),
+  channels 3-5 the frame before it (t-1).  The paper pairs t with t+1; a live
+  camera only has the past, so this package is causal (see docs/ARCHITECTURE.md);
+* output: (B, 1, R, R) raw map (no activation), trained to match maps scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+# Layer entries:
+#   ["conv", out_channels, kernel, stride]        conv + BN + ReLU ("same" padding)
+#   ["dwconv", out_channels, kernel, stride]      depthwise kxk + BN + ReLU, then 1x1 + BN + ReLU
+#   ["pool", kernel, stride]                      max-pool (padding kernel // 2)
+#   ["lrn", size]                                 local response normalisation
+#   ["deconv", out_channels, kernel, stride]      transposed conv (x stride) + BN + ReLU;
+#                                                 the last layer of a head has no BN/ReLU
+ARCHITECTURES: Dict[str, Dict[str, Any]] = {
+    # Paper-faithful: SKD text (pools at 3 and 5, 1x1 at 9, two high-level convs,
+    # two transposed convs) with the widths of the same group's DIS network.
+    "skd-paper": {
+        "stream": [
+            ["conv", 16, 3, 1],
+            ["conv", 16, 3, 1],
+            ["lrn", 5],
+            ["pool", 3, 2],
+            ["conv", 32, 3, 1],
+            ["pool", 3, 2],
+            ["conv", 64, 3, 1],
+            ["conv", 64, 3, 1],
+            ["conv", 128, 3, 1],
+        ],
+        # Layers 9-13 of a student and of the fusion sub-network.
+        "head": [
+            ["conv", 32, 1, 1],
+            ["conv", 32, 3, 1],
+            ["conv", 16, 3, 1],
+            ["deconv", 8, 4, 2],
+            ["deconv", 1, 4, 2],
+        ],
+        "prior": "none",
+        "prior_size": 16,
+    },
+}
+
+# The same paper-faithful layers plus a learned additive prior map (see LearnedPrior).
+ARCHITECTURES["skd-paper-prior"] = dict(copy.deepcopy(ARCHITECTURES["skd-paper"]),
+                                        prior="learned")
+
+KINDS = ("spatial", "temporal", "fused")
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+class ArchitectureError(ValueError):
+    """An architecture name or spec that cannot be built."""
+
+
+def get_spec(arch: str | Dict[str, Any]) -> Dict[str, Any]:
+    """Return a deep copy of a named spec (or validate and copy a spec dict)."""
+    if isinstance(arch, str):
+        if arch not in ARCHITECTURES:
+            raise ArchitectureError(
+                f"unknown architecture '{arch}'; known: {', '.join(sorted(ARCHITECTURES))}")
+        spec = copy.deepcopy(ARCHITECTURES[arch])
+        spec["name"] = arch
+        return spec
+    spec = copy.deepcopy(dict(arch))
+    for key in ("stream", "head"):
+        if key not in spec or not spec[key]:
+            raise ArchitectureError(f"architecture spec lacks a non-empty '{key}' layer list")
+    spec.setdefault("prior", "none")
+    spec.setdefault("prior_size", 16)
+    spec.setdefault("name", "custom")
+    return spec
+
+
+def downsampling_factor(layers: Sequence[Sequence[Any]]) -> int:
+    """Product of the strides of a layer list (R must be a multiple of it)."""
+    factor = 1
+    for layer in layers:
+        kind = layer[0]
+        if kind in ("conv", "dwconv"):
+            factor *= int(layer[3])
+        elif kind == "pool":
+            factor *= int(layer[2])
+    return factor
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int,
+                  groups: int = 1) -> List[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2,
+                      groups=groups, bias=False),
+            nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+
+
+def build_layers(in_ch: int, layers: Sequence[Sequence[Any]],
+                 last_is_output: bool = False) -> tuple[nn.Sequential, int]:
+    """Build an nn.Sequential from a layer list; return it and its output channels."""
+    modules: List[nn.Module] = []
+    ch = in_ch
+    for index, layer in enumerate(layers):
+        kind = layer[0]
+        is_last = last_is_output and index == len(layers) - 1
+        if kind == "conv":
+            out, k, s = int(layer[1]), int(layer[2]), int(layer[3])
+            if is_last:
+                modules.append(nn.Conv2d(ch, out, k, s, padding=k // 2))
+            else:
+                modules += _conv_bn_relu(ch, out, k, s)
+            ch = out
+        elif kind == "dwconv":
+            out, k, s = int(layer[1]), int(layer[2]), int(layer[3])
+            modules += _conv_bn_relu(ch, ch, k, s, groups=ch)
+            modules += _conv_bn_relu(ch, out, 1, 1)
+            ch = out
+        elif kind == "pool":
+            k, s = int(layer[1]), int(layer[2])
+            modules.append(nn.MaxPool2d(k, s, padding=k // 2))
+        elif kind == "lrn":
+            modules.append(nn.LocalResponseNorm(int(layer[1])))
+        elif kind == "deconv":
+            out, k, s = int(layer[1]), int(layer[2]), int(layer[3])
+            # kernel 4, stride 2, padding 1 doubles the size exactly.
+            pad = (k - s) // 2
+            modules.append(nn.ConvTranspose2d(ch, out, k, s, padding=pad, bias=is_last))
+            if not is_last:
+                modules += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            ch = out
+        else:
+            raise ArchitectureError(f"unknown layer type '{kind}' in {layer}")
+    return nn.Sequential(*modules), ch
+
+
+class LearnedPrior(nn.Module):
+    """Additive, learned position map: lets a fully convolutional net learn *where* people look.
+
+    A small (S x S) map of logits is bilinearly resized to the output size and added to the
+    prediction.  Zero-initialised, so a fresh model behaves exactly as without it.
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.map = nn.Parameter(torch.zeros(1, 1, size, size))
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        prior = F.interpolate(self.map, size=out.shape[-2:], mode="bilinear",
+                              align_corners=False)
+        return out + prior
+
+
+class _SaliencyNet(nn.Module):
+    """Shared plumbing: input normalisation, prior, spec bookkeeping."""
+
+    kind = "base"
+    in_frames = 1
+
+    def __init__(self, spec: Dict[str, Any]):
+        super().__init__()
+        self.spec = spec
+        mean = torch.tensor(IMAGE_MEAN * self.in_frames).view(1, -1, 1, 1)
+        std = torch.tensor(IMAGE_STD * self.in_frames).view(1, -1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.factor = downsampling_factor(spec["stream"])
+        self.prior = LearnedPrior(int(spec["prior_size"])) if spec["prior"] == "learned" else None
+
+    @property
+    def in_channels(self) -> int:
+        return 3 * self.in_frames
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] < self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects (B, >={self.in_channels}, R, R), "
+                             f"got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % self.factor or w % self.factor:
+            raise ValueError(f"input size {h}x{w} is not a multiple of {self.factor}")
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        return self.prior(out) if self.prior is not None else out
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :self.in_channels] - self.mean) / self.std
+
+
+class SpatialStudent(_SaliencyNet):
+    """S_s: one RGB frame -> saliency map."""
+
+    kind = "spatial"
+    in_frames = 1
+
+    def __init__(self, arch: str | Dict[str, Any] = "skd-paper"):
+        super().__init__(get_spec(arch))
+        self.stream, ch = build_layers(3, self.spec["stream"])
+        self.head, _ = build_layers(ch, self.spec["head"], last_is_output=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.head(self.stream(self._normalise(x))))
+
+
+class TemporalStudent(SpatialStudent):
+    """S_t: frames t and t-1 stacked on channels (6 in) -> saliency map of frame t."""
+
+    kind = "temporal"
+    in_frames = 2
+
+    def __init__(self, arch: str | Dict[str, Any] = "skd-paper"):
+        _SaliencyNet.__init__(self, get_spec(arch))
+        self.stream, ch = build_layers(6, self.spec["stream"])
+        self.head, _ = build_layers(ch, self.spec["head"], last_is_output=True)
+
+
+class SpatioTemporalNet(_SaliencyNet):
+    """S_st: spatial stream (frame t) + temporal stream (t, t-1), concatenated, fusion head."""
+
+    kind = "fused"
+    in_frames = 2
+
+    def __init__(self, arch: str | Dict[str, Any] = "skd-paper"):
+        super().__init__(get_spec(arch))
+        self.spatial, ch_s = build_layers(3, self.spec["stream"])
+        self.temporal, ch_t = build_layers(6, self.spec["stream"])
+        self.fusion, _ = build_layers(ch_s + ch_t, self.spec["head"], last_is_output=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._normalise(x)
+        feats = torch.cat([self.spatial(x[:, :3]), self.temporal(x)], dim=1)
+        return self.finish(self.fusion(feats))
+
+    @classmethod
+    def from_students(cls, spatial: SpatialStudent, temporal: TemporalStudent,
+                      arch: str | Dict[str, Any] | None = None,
+                      generator: torch.Generator | None = None) -> "SpatioTemporalNet":
+        """Paper step 2 init: streams copied from the trained students, fusion truncated-normal."""
+        net = cls(arch if arch is not None else spatial.spec)
+        net.spatial.load_state_dict(spatial.stream.state_dict())
+        net.temporal.load_state_dict(temporal.stream.state_dict())
+        init_truncated_normal(net.fusion, generator=generator)
+        if net.prior is not None:
+            # Both students learned a prior: start from their mean rather than from zero.
+            priors = [m.prior.map.data for m in (spatial, temporal) if m.prior is not None]
+            if priors:
+                net.prior.map.data.copy_(torch.stack(priors).mean(0))
+        return net
+
+
+def init_truncated_normal(module: nn.Module, std: float = 0.02, bias: float = 0.0,
+                          generator: torch.Generator | None = None) -> None:
+    """Truncated-normal weights (+-2 std) for every conv / transposed conv in ``module``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std, generator=generator)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, bias)
+
+
+MODEL_CLASSES = {"spatial": SpatialStudent, "temporal": TemporalStudent,
+                 "fused": SpatioTemporalNet}
+
+
+def build_model(kind: str, arch: str | Dict[str, Any] = "skd-paper") -> _SaliencyNet:
+    """Build a model of ``kind`` (spatial | temporal | fused) and architecture ``arch``."""
+    if kind not in MODEL_CLASSES:
+        raise ArchitectureError(f"unknown model kind '{kind}'; expected one of {KINDS}")
+    return MODEL_CLASSES[kind](arch)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

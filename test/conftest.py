@@ -1,0 +1,36 @@
+"""Shared pytest fixtures: the real data bundle and an isolated ROS 2 environment."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """Location of the shared data bundle (SKD_DATA_DIR, default ../shared/data)."""
+    return Path(os.environ.get("SKD_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data bundle; fail loudly (not skip) when it is missing."""
+    path = data_dir()
+    if not (path / "uav_gaze" / "car10_gaze.npz").is_file():
+        pytest.fail(f"shared data bundle not found at {path}; set SKD_DATA_DIR")
+    return path
+
+
+@pytest.fixture()
+def ros_env(tmp_path):
+    """Environment for a ROS 2 child process: own domain, localhost discovery, venv prefix."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("AMENT_PREFIX_PATH", str(REPO_ROOT / ".venv"))
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["ROS_LOG_DIR"] = str(tmp_path / "ros_log")
+    return env
