@@ -23,13 +23,14 @@ $(VENV)/.installed: requirements.txt
 	$(VPY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# pysaliency (reference metrics) needs numpy<2.4 and setuptools<70: it gets its own venv.
+# pysaliency (reference metrics) needs numpy<2.4 and pkg_resources (setuptools<81): own venv.
 venv-pysaliency: .venv-pysaliency/.installed
 
 .venv-pysaliency/.installed: requirements-pysaliency.txt
 	test -x .venv-pysaliency/bin/python || $(PYTHON) -m venv .venv-pysaliency
-	.venv-pysaliency/bin/python -m pip install --quiet --upgrade pip wheel "setuptools<70"
+	.venv-pysaliency/bin/python -m pip install --quiet --upgrade pip wheel "setuptools>=77.0.3,<81"
 	.venv-pysaliency/bin/python -m pip install --quiet -r requirements-pysaliency.txt
+	.venv-pysaliency/bin/python -c "import pysaliency"
 	touch $@
 
 demo: venv
