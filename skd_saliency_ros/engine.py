@@ -1,0 +1,480 @@
+"""SaliencyEngine: RGB frames in, R x R saliency maps out, with per-stream temporal state.
+
+Plain numpy / OpenCV / torch or onnxruntime, no ROS types, so the node, the bag replay,
+the demo and the benchmarks share one object.
+
+Per frame: resize to R x R with area averaging (``cv2.INTER_AREA``: each cell is the mean of
+the pixels it covers, so small aerial targets are not aliased away; see resize_area), pair
+with the stream's previous frame (kept at R x R, a few KB), run the model, then min-max
+normalise the raw map of each frame to [0, 1].
+Normalisation makes maps comparable across frames and models; it discards the absolute
+level, and a constant (or numerically flat) map becomes all zeros rather than noise.
+
+Temporal state rules (../shared/DESIGN.md).  On the first frame of a stream, or after a
+reset, the frame is paired with itself (the model then sees "no motion", which it learned
+from static pairs) and the map IS returned: a spatial-only answer beats a missing one.
+A stream resets when:
+
+* its frame size changes: the old frame is another camera mode or crop, so a frame
+  difference would be motion everywhere;
+* the stamp goes backwards: a bag loop or a restarted player, the previous frame belongs
+  to another moment;
+* the gap to the previous frame exceeds ``max_gap_s``: after dropped frames or a stalled
+  camera the displacement is far larger than what the model was trained on (10 fps);
+* the caller says so (``reset``), e.g. when the node sees the encoding change.
+
+Streams never share state, so two cameras are never paired with each other.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
+
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("torch", "onnxruntime")
+#: A map whose max - min is below this fraction of its magnitude counts as constant.
+FLAT_RELATIVE_RANGE = 1e-6
+
+
+@dataclass
+class StepResult:
+    """One frame's answer: the R x R map in [0, 1] and why the temporal state was reset."""
+
+    saliency: np.ndarray
+    reset_reason: Optional[str] = None
+    stream: str = "default"
+
+
+@dataclass
+class _StreamState:
+    prev: np.ndarray          # previous frame at R x R, uint8 RGB
+    size: Tuple[int, int]     # (W, H) of the input frames
+    stamp: float
+
+
+def normalise_maps(raw: np.ndarray) -> np.ndarray:
+    """Min-max normalise each map of a (B, h, w) stack to [0, 1]; flat maps become zeros."""
+    raw = np.asarray(raw, dtype=np.float32)
+    flat = raw.reshape(raw.shape[0], -1)
+    lo = flat.min(axis=1)
+    hi = flat.max(axis=1)
+    span = hi - lo
+    scale = FLAT_RELATIVE_RANGE * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    flat_maps = ~(span > scale)  # also catches NaN
+    out = (raw - lo[:, None, None]) / np.where(flat_maps, 1.0, span)[:, None, None]
+    out[flat_maps] = 0.0
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def upsample(saliency: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Resize an R x R map to ``size`` = (H, W) bilinearly; float32 in [0, 1].
+
+    Bilinear resizing uses the same pixel-centre convention as peaks.py, so a peak found on
+    the R x R map lands on the same pixel of the upsampled map.
+    """
+    height, width = (int(v) for v in size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"upsample: size must be positive (H, W), got {size}")
+    sal = np.asarray(saliency, dtype=np.float32)
+    if sal.ndim != 2 or sal.size == 0:
+        raise ValueError(f"upsample: expected a 2-D map, got shape {sal.shape}")
+    out = cv2.resize(sal, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX files of checkpoints are kept (SKD_ONNX_CACHE overrides)."""
+    if os.environ.get("SKD_ONNX_CACHE"):
+        return Path(os.environ["SKD_ONNX_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "skd_saliency_ros" / "onnx"
+
+
+def resize_area(frame: np.ndarray, size: int) -> np.ndarray:
+    """Resize an (H, W, C) uint8 frame to size x size with area averaging (cv2.INTER_AREA).
+
+    OpenCV's exact-area path for a non-integer ratio (720 -> 64) costs ~3 ms on a 720p
+    frame, its integer-ratio path a fraction of that.  Area averaging is separable, so when
+    W is a multiple of ``size`` (1280, 1920, 640 for R = 64) the width is reduced first by
+    the integer path and the few remaining rows by the exact one: ~2-3x faster, and equal
+    to a single INTER_AREA call up to one grey level of intermediate rounding.
+    """
+    height, width = frame.shape[:2]
+    if height == size and width == size:
+        return np.array(frame, copy=True)
+    if width % size == 0 and width > size and height > size:
+        narrow = cv2.resize(frame, (size, height), interpolation=cv2.INTER_AREA)
+        return cv2.resize(narrow, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class _ChannelLRN(torch.nn.Module):
+    """LocalResponseNorm as a fixed 1x1 convolution over channels: same formula, ~10x faster.
+
+    torch's LRN sums the squares over channels with avg_pool3d, the slowest op of the
+    paper network on a CPU; a banded (C x C) 1x1 convolution computes the same window mean.
+    """
+
+    def __init__(self, lrn: torch.nn.LocalResponseNorm, channels: int):
+        super().__init__()
+        size = int(lrn.size)
+        band = torch.zeros(channels, channels, 1, 1)
+        for i in range(channels):  # window [i - size // 2, i + (size - 1) // 2], zero-padded
+            lo, hi = max(0, i - size // 2), min(channels, i + (size - 1) // 2 + 1)
+            band[i, lo:hi] = 1.0 / size
+        self.register_buffer("band", band)
+        self.alpha, self.beta, self.k = float(lrn.alpha), float(lrn.beta), float(lrn.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        denom = F.conv2d(x * x, self.band).mul_(self.alpha).add_(self.k).pow_(self.beta)
+        return x / denom
+
+
+class _FixedPrior(torch.nn.Module):
+    """LearnedPrior resized once to the output size (it is a constant at inference)."""
+
+    def __init__(self, prior: torch.nn.Module, resolution: int):
+        super().__init__()
+        with torch.no_grad():
+            self.register_buffer("map", F.interpolate(prior.map, size=(resolution, resolution),
+                                                      mode="bilinear", align_corners=False))
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        return out + self.map
+
+
+def _fuse_sequential(seq: torch.nn.Sequential) -> torch.nn.Sequential:
+    out: List[torch.nn.Module] = []
+    mods = list(seq)
+    channels = None
+    i = 0
+    while i < len(mods):
+        mod = mods[i]
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            channels = mod.out_channels
+            if isinstance(nxt, torch.nn.BatchNorm2d):
+                transpose = isinstance(mod, torch.nn.ConvTranspose2d)
+                out.append(fuse_conv_bn_eval(mod, nxt, transpose=transpose))
+                i += 2
+                continue
+        elif isinstance(mod, torch.nn.LocalResponseNorm) and channels is not None:
+            out.append(_ChannelLRN(mod, channels))
+            i += 1
+            continue
+        out.append(mod)
+        i += 1
+    return torch.nn.Sequential(*out)
+
+
+def fuse_for_inference(model: torch.nn.Module, resolution: int) -> torch.nn.Module:
+    """Return an inference-only copy of ``model`` with the same outputs (to float rounding).
+
+    BatchNorm is folded into the convolution before it, LRN becomes a 1x1 convolution and
+    the learned prior a constant; about 2x faster on one CPU core for the paper network.
+    """
+    net = copy.deepcopy(model).eval()
+    for name, child in list(net.named_children()):
+        if isinstance(child, torch.nn.Sequential):
+            setattr(net, name, _fuse_sequential(child))
+    if getattr(net, "prior", None) is not None:
+        net.prior = _FixedPrior(net.prior, resolution)
+    return net
+
+
+def _check_frame(frame) -> Tuple[int, int]:
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 \
+            or frame.shape[2] != 3:
+        what = (f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray)
+                else type(frame).__name__)
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got a {what}")
+    height, width = frame.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"empty frame of shape {frame.shape}")
+    return int(width), int(height)
+
+
+class _TorchRunner:
+    def __init__(self, path: Path, device: str, fuse: bool):
+        model, payload = load_checkpoint(path)
+        self.payload = payload
+        self.in_channels = int(model.in_channels)
+        self.resolution = int(payload["resolution"])
+        if fuse:
+            model = fuse_for_inference(model, self.resolution)
+        # channels_last lets oneDNN vectorise over channels (pools and convs of few channels).
+        self.model = model.to(device, memory_format=torch.channels_last).eval()
+        self.device = device
+        self.max_batch = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)  # shares the engine's preallocated buffer
+            if self.device != "cpu":
+                x = x.to(self.device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            return self.model(x)[:, 0].float().cpu().numpy()
+
+
+class _OnnxRunner:
+    def __init__(self, path: Path, device: str, threads: Optional[int]):
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such ONNX model file")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or 0)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads would otherwise busy-wait between frames, taking CPU from the
+        # rest of the drone's software for a few microseconds of latency.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise CheckpointError(f"{path}: expected one (B, C, R, R) input, got "
+                                  f"{[(i.name, i.shape) for i in inputs]}")
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.props = props
+        try:
+            self.resolution = int(props["resolution"]) if "resolution" in props else int(shape[2])
+            self.in_channels = int(props.get("in_channels", shape[1]))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: cannot tell the model's input size: input shape "
+                                  f"{shape} has no fixed R and no 'resolution' metadata") from None
+        if self.in_channels not in (3, 6):
+            raise CheckpointError(f"{path}: input has {self.in_channels} channels; expected 3 "
+                                  "(spatial) or 6 (temporal / fused)")
+        self.max_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0][:, 0]
+
+
+class SaliencyEngine:
+    """Frame -> saliency map with per-stream temporal state.  One thread at a time per call.
+
+    Args:
+        model_path: checkpoint (.pt) or exported ONNX (.onnx); None -> checkpoint.DEFAULT_MODEL.
+            A missing or unreadable file raises checkpoint.CheckpointError.
+        device: "auto" (CUDA when available, else CPU, said in one log line), "cpu", "cuda".
+        backend: "torch", or "onnxruntime" (a .pt checkpoint is exported once to an ONNX file
+            cached under onnx_cache_dir(), keyed by the checkpoint's content).
+        max_gap_s: larger stamp gaps reset the stream's state; None or math.inf disables.
+        threads: CPU threads for inference (torch: process-wide torch.set_num_threads).
+        logger: anything with .info/.warning (rclpy or logging); default logging.
+        fuse: torch backend only: run fuse_for_inference's equivalent, faster model.
+    Invalid options raise ValueError.
+    """
+
+    def __init__(self, model_path=None, device: str = "auto", backend: str = "torch",
+                 max_gap_s: Optional[float] = 0.5, threads: Optional[int] = None, logger=None,
+                 fuse: bool = True):
+        self._log = logger if logger is not None else logging.getLogger(__name__)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend '{backend}' is not one of {BACKENDS}")
+        if device not in DEVICES:
+            raise ValueError(f"device '{device}' is not one of {DEVICES}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        self.max_gap_s = max_gap_s
+        self.backend = backend
+        self.device = self._resolve_device(device, backend)
+        path = Path(model_path) if model_path else DEFAULT_MODEL
+        self.model_path = path
+        self._tmpdir = None
+        if backend == "torch":
+            if path.suffix == ".onnx":
+                raise CheckpointError(f"{path}: an ONNX model needs backend 'onnxruntime'")
+            if threads is not None:
+                torch.set_num_threads(threads)
+            runner = _TorchRunner(path, self.device, fuse)
+            payload = runner.payload
+            info = {"kind": payload["kind"], "arch": payload["arch"].get("name", "custom"),
+                    "resolution": runner.resolution, "meta": payload.get("meta", {}),
+                    "path": str(path)}
+        else:
+            onnx_path = path if path.suffix == ".onnx" else self._onnx_for(path)
+            try:
+                runner = _OnnxRunner(onnx_path, self.device, threads)
+            except CheckpointError:
+                if onnx_path == path:
+                    raise
+                # A damaged cache entry (e.g. a disk filled up mid-write): export it again.
+                onnx_path.unlink(missing_ok=True)
+                onnx_path = self._onnx_for(path)
+                runner = _OnnxRunner(onnx_path, self.device, threads)
+            props = runner.props
+            info = {"kind": props.get("kind", "temporal" if runner.in_channels == 6
+                                      else "spatial"),
+                    "arch": props.get("arch", "unknown"), "resolution": runner.resolution,
+                    "meta": props, "path": str(path), "onnx_path": str(onnx_path)}
+        self._runner = runner
+        self.resolution = int(runner.resolution)
+        self.in_channels = int(runner.in_channels)
+        self.model_info = info
+        self._streams: Dict[str, _StreamState] = {}
+        self._pending: Dict[str, str] = {}
+        self._buf = np.empty((0, self.in_channels, self.resolution, self.resolution),
+                             np.float32)
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- configuration
+    @property
+    def max_gap_s(self) -> float:
+        """Largest stamp gap (s) that keeps the temporal state; math.inf = never reset."""
+        return self._max_gap_s
+
+    @max_gap_s.setter
+    def max_gap_s(self, value: Optional[float]) -> None:
+        value = math.inf if value is None else float(value)
+        if not value > 0:
+            raise ValueError(f"max_gap_s must be > 0 (or None to disable), got {value}")
+        self._max_gap_s = value
+
+    def _resolve_device(self, device: str, backend: str) -> str:
+        if backend == "torch":
+            has_cuda, why = torch.cuda.is_available(), "torch.cuda.is_available() is False"
+        else:
+            import onnxruntime as ort
+
+            has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+            why = "onnxruntime has no CUDAExecutionProvider"
+        if device == "cuda" and not has_cuda:
+            raise ValueError(f"device 'cuda' was requested but CUDA is not available "
+                             f"({why}); use device 'auto' or 'cpu'")
+        if device == "auto":
+            device = "cuda" if has_cuda else "cpu"
+            self._log.info(f"device auto -> {device}" + ("" if has_cuda else f" ({why})"))
+        return device
+
+    def _onnx_for(self, checkpoint: Path) -> Path:
+        """Export ``checkpoint`` once to the ONNX cache (or a private temp dir) and return it."""
+        from .onnx_export import EXPORT_VERSION, export_checkpoint
+
+        if not checkpoint.is_file():
+            raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+        digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
+        name = f"{checkpoint.stem}-{digest}-torch{torch.__version__.split('+')[0]}" \
+               f"-e{EXPORT_VERSION}.onnx"
+        target = onnx_cache_dir() / name
+        if target.is_file():
+            return target
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=target.parent)
+            probe.close()
+        except OSError:  # read-only home on the robot: keep it for this process only
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="skd_onnx_")
+            target = Path(self._tmpdir.name) / name
+        self._log.info(f"exporting {checkpoint.name} to ONNX at {target}")
+        return export_checkpoint(checkpoint, target, overwrite=True)
+
+    # ----------------------------------------------------------------- state
+    def reset(self, stream: Optional[str] = None, reason: Optional[str] = None) -> None:
+        """Forget the previous frame of ``stream`` (all streams when None).
+
+        The next StepResult of the stream reports ``reason`` (default "reset").
+        """
+        with self._lock:
+            names = list(self._streams) if stream is None else [stream]
+            for name in names:
+                self._streams.pop(name, None)
+                self._pending[name] = reason or "reset"
+
+    def _advance(self, stream: str, small: np.ndarray, size: Tuple[int, int],
+                 stamp: float) -> Tuple[np.ndarray, Optional[str]]:
+        """Update ``stream`` with a new frame; return (frame to pair with, reset reason)."""
+        state = self._streams.get(stream)
+        reason = self._pending.pop(stream, None)
+        if reason is None:
+            if state is None:
+                reason = "first frame"
+            elif size != state.size:
+                reason = (f"resolution changed {state.size[0]}x{state.size[1]} -> "
+                          f"{size[0]}x{size[1]}")
+            elif stamp < state.stamp:
+                reason = f"stamp went backwards {state.stamp:.3f} s -> {stamp:.3f} s"
+            elif stamp - state.stamp > self._max_gap_s:
+                reason = (f"gap {stamp - state.stamp:.2f} s > max_gap_s "
+                          f"{self._max_gap_s:.2f}")
+        prev = small if reason is not None else state.prev
+        self._streams[stream] = _StreamState(prev=small, size=size, stamp=stamp)
+        return prev, reason
+
+    # ----------------------------------------------------------------- inference
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model output (B, R, R) for a float32 (B, C, R, R) input in [0, 1]."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != self._buf.shape[1:]:
+            raise ValueError(f"predict expects (B, {self.in_channels}, {self.resolution}, "
+                             f"{self.resolution}), got {batch.shape}")
+        limit = self._runner.max_batch
+        if limit is None or batch.shape[0] <= limit:
+            return self._runner(batch)
+        return np.concatenate([self._runner(batch[i:i + limit])
+                               for i in range(0, batch.shape[0], limit)])
+
+    def step(self, frame_rgb: np.ndarray, stamp_s: float,
+             stream: str = "default") -> StepResult:
+        """Saliency of one (H, W, 3) uint8 RGB frame stamped ``stamp_s`` seconds."""
+        return self.step_many([(stream, frame_rgb, stamp_s)])[0]
+
+    def step_many(self, items: Sequence[Tuple[str, np.ndarray, float]]) -> List[StepResult]:
+        """Saliency of several frames (any streams) in ONE batched inference.
+
+        ``items`` are (stream, frame_rgb, stamp_s), processed in order: a stream that appears
+        twice is paired with its own earlier frame.  Every frame is checked before any state
+        changes, so a ValueError leaves all streams as they were.
+        """
+        items = list(items)
+        if not items:
+            return []
+        sizes = []
+        for stream, frame, stamp in items:
+            sizes.append(_check_frame(frame))
+            if not math.isfinite(float(stamp)):
+                raise ValueError(f"stream '{stream}': stamp {stamp} is not a finite number")
+        smalls = [resize_area(frame, self.resolution) for _, frame, _ in items]
+        n = len(items)
+        with self._lock:
+            if self._buf.shape[0] < n:
+                self._buf = np.empty((n,) + self._buf.shape[1:], np.float32)
+            buf = self._buf[:n]
+            reasons = []
+            for i, ((stream, _, stamp), small, size) in enumerate(zip(items, smalls, sizes)):
+                prev, reason = self._advance(str(stream), small, size, float(stamp))
+                reasons.append(reason)
+                np.divide(small.transpose(2, 0, 1), np.float32(255.0), out=buf[i, 0:3])
+                if self.in_channels == 6:
+                    np.divide(prev.transpose(2, 0, 1), np.float32(255.0), out=buf[i, 3:6])
+            maps = normalise_maps(self.predict(buf))
+        return [StepResult(saliency=maps[i], reset_reason=reasons[i], stream=str(items[i][0]))
+                for i in range(n)]

@@ -1,0 +1,173 @@
+"""Export a saliency model to ONNX for the onnxruntime backend.
+
+The file carries what the engine needs to run it without the checkpoint, as ONNX
+``metadata_props``: ``resolution``, ``kind``, ``arch`` (name), ``arch_spec`` (JSON),
+``in_channels`` and ``skd_export_version``.  Input ``frames`` (B, C, R, R) float in [0, 1],
+output ``saliency`` (B, 1, R, R) raw map, batch axis dynamic unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import onnx
+import torch
+
+from . import __version__
+
+EXPORT_VERSION = 1
+INPUT_NAME = "frames"
+OUTPUT_NAME = "saliency"
+MIN_OPSET = 17
+#: Largest |onnxruntime - torch| accepted on the export self-check.
+TOLERANCE = 1e-4
+
+
+class OnnxExportError(RuntimeError):
+    """The model could not be exported, or the export does not reproduce torch's output."""
+
+
+def _export_legacy(model: torch.nn.Module, sample: torch.Tensor, path: str, opset: int,
+                   dynamic_batch: bool) -> None:
+    with warnings.catch_warnings():
+        # Deprecation and tracer notes of the legacy exporter: the graph is static anyway.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (sample,), path, dynamo=False, opset_version=opset,
+                          do_constant_folding=True, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME],
+                          dynamic_axes=({INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+                                        if dynamic_batch else None))
+
+
+def _export_dynamo(model: torch.nn.Module, sample: torch.Tensor, path: str, opset: int,
+                   dynamic_batch: bool) -> None:
+    shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (sample,), path, dynamo=True, opset_version=max(opset, 18),
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_shapes=shapes, verbose=False)
+
+
+def _export_file(model: torch.nn.Module, sample: torch.Tensor, path: str, opset: int,
+                 dynamic_batch: bool, exporter: str) -> None:
+    """Write the graph: the TorchScript exporter first (small, plain graph), dynamo second.
+
+    The legacy exporter is deprecated in torch 2.9+; "auto" falls back to the dynamo one
+    (opset >= 18) the day it is gone.
+    """
+    errors = []
+    steps = {"auto": ("legacy", "dynamo"), "legacy": ("legacy",), "dynamo": ("dynamo",)}
+    if exporter not in steps:
+        raise OnnxExportError(f"exporter '{exporter}' is not one of {tuple(steps)}")
+    for name in steps[exporter]:
+        try:
+            (_export_legacy if name == "legacy" else _export_dynamo)(
+                model, sample, path, opset, dynamic_batch)
+            return
+        except Exception as exc:  # any exporter failure: try the next, then report all
+            errors.append(f"{name}: {type(exc).__name__}: {str(exc).strip()[:500]}")
+    raise OnnxExportError("ONNX export failed: " + "; ".join(errors))
+
+
+def _self_check(path: Path, model: torch.nn.Module, sample: torch.Tensor) -> float:
+    """Run the file in onnxruntime on ``sample`` and return max |ort - torch|."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: sample.numpy()})[0]
+    with torch.inference_mode():
+        want = model(sample).numpy()
+    return float(np.abs(got - want).max())
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int,
+                dynamic_batch: bool = True, overwrite: bool = False, opset: int = MIN_OPSET,
+                meta: Optional[Dict[str, Any]] = None, verify: bool = True,
+                exporter: str = "auto") -> Path:
+    """Export ``model`` at ``resolution`` to ``path`` (atomically) and return the path.
+
+    Refuses to replace an existing file unless ``overwrite``.  The written model passes
+    ``onnx.checker``; with ``verify`` it is also run once in onnxruntime on a random batch
+    and must match torch within TOLERANCE.  ``meta`` adds string metadata_props.
+    ``exporter``: "auto" (TorchScript exporter, dynamo if that fails), "legacy" or "dynamo".
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OnnxExportError(f"{path}: a file already exists there; refusing to overwrite it "
+                              "(pass overwrite=True / --overwrite to replace it)")
+    kind = getattr(model, "kind", None)
+    spec = getattr(model, "spec", None)
+    if kind is None or spec is None:
+        raise OnnxExportError(f"cannot export a {type(model).__name__}: not a saliency model")
+    factor = int(getattr(model, "factor", 1))
+    if int(resolution) <= 0 or int(resolution) % factor:
+        raise OnnxExportError(f"resolution {resolution} must be a positive multiple of "
+                              f"{factor} for architecture '{spec.get('name', '?')}'")
+    if opset < MIN_OPSET:
+        raise OnnxExportError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
+    resolution = int(resolution)
+    net = copy.deepcopy(model).cpu().float().eval()
+    channels = int(net.in_channels)
+    gen = torch.Generator().manual_seed(0)
+    sample = torch.rand(2 if dynamic_batch else 1, channels, resolution, resolution,
+                        generator=gen)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        _export_file(net, sample, tmp, opset, dynamic_batch, exporter)
+        proto = onnx.load(tmp)
+        props = {str(k): str(v) for k, v in (meta or {}).items()}
+        # The keys the engine relies on always describe this export (meta cannot override).
+        props.update({"resolution": str(resolution), "kind": str(kind),
+                      "arch": str(spec.get("name", "custom")), "arch_spec": json.dumps(spec),
+                      "in_channels": str(channels), "skd_export_version": str(EXPORT_VERSION),
+                      "skd_saliency_ros_version": __version__})
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.doc_string = (f"skd_saliency_ros {kind} saliency model '{props['arch']}', "
+                            f"input {INPUT_NAME} (B,{channels},{resolution},{resolution}) "
+                            f"RGB in [0,1], output {OUTPUT_NAME} (B,1,{resolution},{resolution})")
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, tmp)
+        if verify:
+            err = _self_check(Path(tmp), net, sample)
+            if not err <= TOLERANCE:
+                raise OnnxExportError(f"{path}: onnxruntime output differs from torch by "
+                                      f"{err:.3g} > {TOLERANCE}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def export_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.PathLike,
+                      overwrite: bool = False, dynamic_batch: bool = True,
+                      opset: int = MIN_OPSET) -> Path:
+    """Export the model stored in a checkpoint at its training resolution.
+
+    Raises checkpoint.CheckpointError for a missing or wrong checkpoint.  The checkpoint's
+    validation metrics and code version travel into the ONNX metadata.
+    """
+    from .checkpoint import load_checkpoint
+
+    model, payload = load_checkpoint(checkpoint_path)
+    meta = {"source_checkpoint": Path(checkpoint_path).name,
+            "checkpoint_code_version": payload.get("code_version", "?"),
+            "checkpoint_meta": json.dumps(payload.get("meta", {}), default=str)}
+    return export_onnx(model, path, int(payload["resolution"]), dynamic_batch=dynamic_batch,
+                       overwrite=overwrite, opset=opset, meta=meta)

@@ -1,0 +1,150 @@
+"""Peaks: sub-pixel location, NMS, thresholds, pixel convention, and bearing rays."""
+
+import cv2
+import numpy as np
+import pytest
+
+from skd_saliency_ros.peaks import find_peaks, pixel_to_bearing, pixels_to_bearings
+
+R = 64
+W, H = 1280, 720
+
+
+def to_grid(x, y, size=(W, H), cells=R):
+    """Input-image pixel -> R-grid cell coordinate (inverse of the documented mapping)."""
+    return (x + 0.5) * cells / size[0] - 0.5, (y + 0.5) * cells / size[1] - 0.5
+
+
+def blob(x, y, sigma=2.0, amplitude=1.0, cells=R, size=(W, H)):
+    """Render an isotropic Gaussian on the R grid centred at input pixel (x, y)."""
+    gx, gy = to_grid(x, y, size, cells)
+    yy, xx = np.mgrid[0:cells, 0:cells].astype(np.float64)
+    return amplitude * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * sigma ** 2))
+
+
+@pytest.mark.parametrize("x, y", [(640.0, 360.0), (203.37, 511.81), (1000.9, 95.2)])
+def test_gaussian_blob_recovered_within_a_tenth_of_a_pixel(x, y):
+    """A blob at a sub-pixel input location comes back within 0.1 input pixel."""
+    sal = blob(x, y).astype(np.float32)
+    peaks = find_peaks(sal, (W, H), top_k=5, min_score=0.3)
+    assert len(peaks) == 1
+    assert abs(peaks[0].x - x) < 0.1 and abs(peaks[0].y - y) < 0.1, (peaks[0], x, y)
+    assert peaks[0].score == pytest.approx(float(sal.max()))
+
+
+def test_plain_parabola_refinement_is_exact_on_a_quadratic_bump():
+    """refine='parabola' recovers the vertex of a quadratic peak; 'none' stays on the cell."""
+    gx, gy = 20.3, 41.7
+    yy, xx = np.mgrid[0:R, 0:R].astype(np.float64)
+    sal = np.clip(1.0 - 0.01 * ((xx - gx) ** 2 + (yy - gy) ** 2), 0, 1).astype(np.float32)
+    x, y = (gx + 0.5) * W / R - 0.5, (gy + 0.5) * H / R - 0.5
+    (p,) = find_peaks(sal, (W, H), refine="parabola")
+    assert abs(p.x - x) < 0.05 and abs(p.y - y) < 0.05
+    (q,) = find_peaks(sal, (W, H), refine="none")
+    assert (q.x, q.y) == ((20 + 0.5) * W / R - 0.5, (42 + 0.5) * H / R - 0.5)
+
+
+def test_cell_centres_map_to_the_documented_pixels():
+    """A single hot cell maps to (i + 0.5) * W / R - 0.5, also in the corners."""
+    for i, j in [(0, 0), (R - 1, R - 1), (10, 50)]:
+        sal = np.zeros((R, R), np.float32)
+        sal[j, i] = 1.0
+        (p,) = find_peaks(sal, (W, H), refine="none")
+        assert (p.x, p.y) == ((i + 0.5) * W / R - 0.5, (j + 0.5) * H / R - 0.5)
+    # A 1x1 map covering the whole image points at the image centre.
+    (p,) = find_peaks(np.ones((1, 1), np.float32), (W, H))
+    assert (p.x, p.y) == ((W - 1) / 2, (H - 1) / 2)
+
+
+def test_nms_suppresses_neighbours_and_keeps_distant_peaks():
+    """Of two close blobs only the stronger survives; a far one is kept; order is by score."""
+    diag = np.hypot(W, H)
+    strong, near, far = (400.0, 300.0), (400.0 + 0.05 * diag, 300.0), (1100.0, 600.0)
+    sal = np.maximum.reduce([blob(*strong, sigma=1.5), blob(*near, sigma=1.5, amplitude=0.8),
+                             blob(*far, sigma=1.5, amplitude=0.6)]).astype(np.float32)
+    no_nms = find_peaks(sal, (W, H), top_k=10, nms_radius=0.0, min_score=0.3)
+    assert len(no_nms) == 3
+    peaks = find_peaks(sal, (W, H), top_k=10, nms_radius=0.1, min_score=0.3)
+    assert len(peaks) == 2
+    assert np.hypot(peaks[0].x - strong[0], peaks[0].y - strong[1]) < 1.0
+    assert np.hypot(peaks[1].x - far[0], peaks[1].y - far[1]) < 1.0
+    assert peaks[0].score > peaks[1].score
+    # top_k and min_score cut the list.
+    assert len(find_peaks(sal, (W, H), top_k=1, nms_radius=0.0)) == 1
+    assert len(find_peaks(sal, (W, H), nms_radius=0.0, min_score=0.7)) == 2
+    assert find_peaks(np.zeros((R, R), np.float32), (W, H), min_score=0.0) == []
+
+
+def test_peaks_on_a_real_saliency_like_map_stay_inside_the_image(shared_data):
+    """Peaks of a map made from a real frame (blurred edge energy) lie inside the image."""
+    cap = cv2.VideoCapture(str(shared_data / "uav_gaze" / "group2.mp4"))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    gray = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), (R, R), interpolation=cv2.INTER_AREA)
+    energy = cv2.GaussianBlur(np.abs(cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F)),
+                              (0, 0), 2.0)
+    sal = (energy - energy.min()) / (energy.max() - energy.min())
+    peaks = find_peaks(sal, (bgr.shape[1], bgr.shape[0]), top_k=5, min_score=0.2)
+    assert 1 <= len(peaks) <= 5
+    for p in peaks:
+        assert -0.5 <= p.x <= bgr.shape[1] - 0.5 and -0.5 <= p.y <= bgr.shape[0] - 0.5
+        assert 0.2 <= p.score <= 1.0
+
+
+def test_bad_arguments_are_refused():
+    """Wrong map shapes, sizes and options raise ValueError."""
+    with pytest.raises(ValueError, match="2-D map"):
+        find_peaks(np.zeros((2, 2, 2), np.float32), (W, H))
+    with pytest.raises(ValueError, match="image_size"):
+        find_peaks(np.zeros((2, 2), np.float32), (0, H))
+    with pytest.raises(ValueError, match="refine"):
+        find_peaks(np.zeros((2, 2), np.float32), (W, H), refine="cubic")
+
+
+K = np.array([[700.0, 0.0, 639.5], [0.0, 690.0, 359.5], [0.0, 0.0, 1.0]])
+
+
+def test_principal_point_maps_to_the_optical_axis():
+    """The principal point is (0, 0, 1), also with distortion."""
+    np.testing.assert_allclose(pixel_to_bearing(639.5, 359.5, K), [0, 0, 1], atol=1e-12)
+    d = [-0.3, 0.1, 0.001, -0.002, 0.0]
+    np.testing.assert_allclose(pixel_to_bearing(639.5, 359.5, K, d, "plumb_bob"), [0, 0, 1],
+                               atol=1e-9)
+
+
+def test_rays_are_unit_length_and_point_the_right_way():
+    """Rays point x right, y down, z forward, and reproject onto their pixel."""
+    pts = np.array([[0.0, 0.0], [1279.0, 0.0], [0.0, 719.0], [1000.0, 500.0]])
+    rays = pixels_to_bearings(pts, K)
+    np.testing.assert_allclose(np.linalg.norm(rays, axis=1), 1.0, atol=1e-12)
+    assert (rays[:, 2] > 0).all()
+    assert rays[0, 0] < 0 and rays[0, 1] < 0 and rays[1, 0] > 0 and rays[2, 1] > 0
+    proj = (K @ (rays / rays[:, 2:]).T).T[:, :2]
+    np.testing.assert_allclose(proj, pts, atol=1e-9)
+
+
+@pytest.mark.parametrize("model, d", [
+    ("plumb_bob", [-0.28, 0.07, 0.0005, -0.0003, 0.0]),
+    ("rational_polynomial", [0.1, -0.05, 0.0002, 0.0001, 0.01, 0.3, -0.04, 0.02]),
+])
+def test_distorted_pixels_give_the_ray_that_projects_onto_them(model, d):
+    """Undistortion inverts cv2.projectPoints for the ROS distortion models."""
+    rays_in = np.array([[0.3, -0.2, 1.0], [-0.4, 0.25, 1.0], [0.05, 0.1, 1.0]])
+    rays_in /= np.linalg.norm(rays_in, axis=1, keepdims=True)
+    pix, _ = cv2.projectPoints(rays_in, np.zeros(3), np.zeros(3), K, np.array(d))
+    rays = pixels_to_bearings(pix.reshape(-1, 2), K, d, model)
+    np.testing.assert_allclose(rays, rays_in, atol=1e-5)
+    # Ignoring the distortion would be off by a visible angle.
+    plain = pixels_to_bearings(pix.reshape(-1, 2), K)
+    assert np.degrees(np.arccos(np.clip((plain * rays_in).sum(1), -1, 1))).max() > 0.5
+
+
+def test_bearing_errors():
+    """Unknown models with non-zero D and unusable K are errors; zero D is plain pinhole."""
+    with pytest.raises(ValueError, match="not supported"):
+        pixel_to_bearing(10, 10, K, [0.1, 0, 0, 0, 0], "weird_model")
+    np.testing.assert_allclose(pixel_to_bearing(10, 10, K, [0.0] * 5, "weird_model"),
+                               pixel_to_bearing(10, 10, K))
+    with pytest.raises(ValueError, match="positive fx, fy"):
+        pixel_to_bearing(10, 10, np.zeros(9))
