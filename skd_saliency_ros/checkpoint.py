@@ -71,6 +71,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        # mkstemp creates 0600 files; a checkpoint is shared data, so use the umask default.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

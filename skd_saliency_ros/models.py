@@ -196,6 +196,7 @@ class LearnedPrior(nn.Module):
         self.map = nn.Parameter(torch.zeros(1, 1, size, size))
 
     def forward(self, out: torch.Tensor) -> torch.Tensor:
+        """Add the resized prior map to ``out``."""
         prior = F.interpolate(self.map, size=out.shape[-2:], mode="bilinear",
                               align_corners=False)
         return out + prior
@@ -248,6 +249,7 @@ class SpatialStudent(_SaliencyNet):
         self.head, _ = build_layers(ch, self.spec["head"], last_is_output=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predict the raw saliency map of the (first) frame in ``x``."""
         return self.finish(self.head(self.stream(self._normalise(x))))
 
 
@@ -276,6 +278,7 @@ class SpatioTemporalNet(_SaliencyNet):
         self.fusion, _ = build_layers(ch_s + ch_t, self.spec["head"], last_is_output=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run both streams on the (t, t-1) pair in ``x`` and fuse them."""
         x = self._normalise(x)
         feats = torch.cat([self.spatial(x[:, :3]), self.temporal(x)], dim=1)
         return self.finish(self.fusion(feats))
@@ -319,7 +322,7 @@ def build_model(kind: str, arch: str | Dict[str, Any] = "skd-paper") -> _Salienc
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Count the trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -16,7 +16,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data bundle; fail loudly (not skip) when it is missing."""
+    """Return the real data bundle; fail loudly (not skip) when it is missing."""
     path = data_dir()
     if not (path / "uav_gaze" / "car10_gaze.npz").is_file():
         pytest.fail(f"shared data bundle not found at {path}; set SKD_DATA_DIR")

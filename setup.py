@@ -1,0 +1,34 @@
+"""ament_python package definition of skd_saliency_ros (also pip-installable)."""
+
+from glob import glob
+
+from setuptools import setup
+
+PACKAGE = "skd_saliency_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=[PACKAGE],
+    # The trained default model travels with the code (a few hundred kB).
+    package_data={PACKAGE: ["weights/*.pt"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="skd_saliency_ros maintainers",
+    maintainer_email="maintainer@example.com",
+    description="Live aerial-video saliency (spatiotemporal knowledge distillation) for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "saliency_node = skd_saliency_ros.node:main",
+            "saliency_replay = skd_saliency_ros.replay:main",
+            "attention_to_setpoint = skd_saliency_ros.attention_node:main",
+        ],
+    },
+)

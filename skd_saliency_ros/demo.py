@@ -1,0 +1,177 @@
+"""`make demo`: the real node on a real aerial clip, end to end, in three processes.
+
+1. the saliency node (``python -m skd_saliency_ros.node`` with config/saliency.yaml and the
+   trained default model) in its own process;
+2. a player process publishing the frames of media/person11_uav123.mp4 (UAV123, see
+   media/ATTRIBUTION.md) as sensor_msgs/Image at 10 Hz, like a camera driver;
+3. this process records the node's outputs: demo_out/overlay.mp4 and demo_out/peaks.csv,
+   then prints one summary line (frames in/out, mean latency).
+
+It sets up its own ROS environment (random ROS_DOMAIN_ID, localhost discovery, the venv as
+ament prefix, the shared-memory Fast DDS profile), so it runs from a plain shell.  It never
+runs an untrained model: without the trained default checkpoint it stops with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .checkpoint import DEFAULT_MODEL
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+DEFAULT_VIDEO = REPO_ROOT / "media" / "person11_uav123.mp4"
+
+
+def config_file(name: str) -> Path:
+    """Find a file of config/: in the source checkout, else in the installed share folder."""
+    local = REPO_ROOT / "config" / name
+    if local.is_file():
+        return local
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("skd_saliency_ros")) / "config" / name
+
+
+def demo_environment() -> dict:
+    """Environment for all three processes: isolated domain, localhost, shared memory."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(random.randint(150, 230))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_file("fastdds_shm.xml"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH"))
+                                        if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _echo(proc: subprocess.Popen, prefix: str, lines: list) -> None:
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        print(f"{prefix}{line}", end="", flush=True)
+
+
+def _start(cmd, env, prefix):
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO_ROOT)
+    lines: list = []
+    thread = threading.Thread(target=_echo, args=(proc, prefix, lines), daemon=True)
+    thread.start()
+    return proc, lines, thread
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> int:
+    """Run node, player and recorder; print the summary; return an exit code."""
+    if not DEFAULT_MODEL.is_file():
+        print(f"demo: the trained default model {DEFAULT_MODEL} is missing. The demo only "
+              "runs a trained model; train it first (docs/TRAINING.md).", file=sys.stderr)
+        return 2
+    if not video.is_file():
+        print(f"demo: {video}: no such video file", file=sys.stderr)
+        return 2
+    env = demo_environment()
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                           "AMENT_PREFIX_PATH", "RMW_IMPLEMENTATION",
+                                           "FASTDDS_DEFAULT_PROFILES_FILE")})
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from .recorder import Recorder
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    recorder = Recorder(context, out_dir)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(recorder.node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    node_cmd = [sys.executable, "-m", "skd_saliency_ros.node", "--ros-args",
+                "--params-file", str(config_file("saliency.yaml"))]
+    node, node_lines, _ = _start(node_cmd, env, "[node] ")
+    player = None
+    code = 0
+    try:
+        end = time.monotonic() + timeout_s
+        while not recorder.connected():
+            if node.poll() is not None or time.monotonic() > end:
+                print("demo: the saliency node did not come up", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        player_cmd = [sys.executable, "-m", "skd_saliency_ros.video_player", str(video),
+                      "--topic", "/image", "--frame-id", "uav_camera_optical"]
+        if frames:
+            player_cmd += ["--frames", str(frames)]
+        player, player_lines, player_thread = _start(player_cmd, env, "[player] ")
+        while player.poll() is None:
+            if node.poll() is not None or time.monotonic() > end:
+                print("demo: the saliency node stopped or the demo timed out", file=sys.stderr)
+                code = 1
+                break
+            time.sleep(0.2)
+        player_thread.join(timeout=5)
+        if player.returncode not in (0, None):
+            code = 1
+        sent = 0
+        for line in player_lines:
+            match = re.search(r"published (\d+) frames", line)
+            if match:
+                sent = int(match.group(1))
+        settle = time.monotonic() + 5.0  # trailing answers
+        while len(recorder.latencies_s) < sent and time.monotonic() < settle:
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        if player is not None:
+            _stop(player)
+        node_code = _stop(node)
+        executor.shutdown(timeout_sec=2.0)
+        recorder.close()
+        context.try_shutdown()
+    out = len(recorder.latencies_s)
+    if node_code != 0 or out == 0:
+        code = 1
+    print(f"demo: {sent} frames in, {out} saliency maps out ({recorder.overlays} overlays, "
+          f"{recorder.peak_msgs} peak sets), mean latency {recorder.mean_latency_ms():.1f} ms "
+          f"(camera stamp -> map received), model {DEFAULT_MODEL.name} -> "
+          f"{recorder.video_path}, {recorder.csv_path}", flush=True)
+    return code
+
+
+def main(argv=None) -> int:
+    """Command line of the demo (defaults: the shipped clip, demo_out/)."""
+    parser = argparse.ArgumentParser(description="Run the saliency node on a real aerial clip "
+                                                 "and record its outputs.")
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO,
+                        help=f"video to play (default: {DEFAULT_VIDEO.relative_to(REPO_ROOT)})")
+    parser.add_argument("--out", type=Path, default=Path("demo_out"),
+                        help="output folder (default: demo_out)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="play only the first N frames")
+    args = parser.parse_args(argv)
+    return run(args.video, args.out, args.frames)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""SaliencyNode: live saliency maps, peaks and bearing rays for one or more camera topics.
+
+Threading: subscription callbacks only keep the newest frame per camera (a frame replaced
+before it was processed is counted as dropped) and wake a dedicated inference thread.  That
+thread takes whatever is pending, decodes it, runs ONE batched ``engine.step_many`` for all
+cameras and publishes.  The executor therefore never waits on inference: parameter
+services, CameraInfo and diagnostics stay responsive, and a node that falls behind drops old
+frames instead of queueing latency.
+
+Invalid frames (undecodable, too small or too large, rejected by the engine) are counted,
+reported with a throttled warning and in diagnostics, and produce no output; the node keeps
+serving.  A model that cannot be loaded stops the node at start-up with one error line and
+exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+
+from . import params as P
+from .image_io import ImageEncodingError, image_to_rgb8, numpy_to_image
+from .outputs import (CameraStats, bearings_msg, diagnostic_status, overlay_bgr,
+                      peaks_msg)
+from .peaks import find_peaks, pixels_to_bearings
+
+NODE_NAME = "saliency_node"
+WARN_EVERY_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """A configuration or model problem that must stop the node before it serves."""
+
+
+@dataclass
+class _Camera:
+    """Per-camera topics, publishers, latest pending frame and calibration."""
+
+    label: str
+    image_topic: str
+    info_topic: str
+    prefix: str
+    pub_saliency: object = None
+    pub_peaks: object = None
+    pub_bearings: object = None
+    pub_overlay: object = None
+    pending: Optional[Tuple[Image, float]] = None
+    info: Optional[CameraInfo] = None
+    last_encoding: Optional[str] = None
+    stats: CameraStats = None
+
+
+@dataclass
+class _Work:
+    """One decoded frame on its way through inference."""
+
+    cam: _Camera
+    msg: Image
+    received: float
+    rgb: np.ndarray
+    stamp_s: float
+
+
+def stamp_seconds(header) -> float:
+    """Header stamp as float seconds (the engine's time axis)."""
+    return float(header.stamp.sec) + 1e-9 * float(header.stamp.nanosec)
+
+
+class SaliencyNode(Node):
+    """ROS 2 node around a SaliencyEngine; call ``start()`` after construction."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._cameras: List[_Camera] = []
+        self._engine = None
+        self._settings: Optional[P.Settings] = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._worker: Optional[threading.Thread] = None
+        self._warned: Dict[Tuple[str, str], Tuple[float, int]] = {}
+        self._warn_lock = threading.Lock()
+        self._diag_pub = None
+        self._period = 1.0
+
+    # ----------------------------------------------------------------------- start-up
+    def start(self) -> None:
+        """Declare and check parameters, load the model, create topics, start inference."""
+        values = self._declare_parameters()
+        reason = P.validate(values)
+        if reason:
+            raise StartupError(f"invalid parameter: {reason}")
+        self._settings = P.settings_from(values)
+        self._period = float(values["diagnostics_period_s"])
+        try:
+            layout = P.camera_layout(list(values["cameras"]))
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter: {exc}") from None
+        self._engine = self._load_engine(values)
+        self._create_topics(layout, values)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        self._worker = threading.Thread(target=self._run_worker, name="saliency_inference",
+                                        daemon=True)
+        self._worker.start()
+        self.create_timer(self._period, self._publish_diagnostics)
+        info = self._engine.model_info
+        self.get_logger().info(
+            f"serving {len(self._cameras)} camera(s) "
+            f"[{', '.join(c.image_topic for c in self._cameras)}] with a "
+            f"{info.get('kind', '?')} model at R={self._engine.resolution} on "
+            f"{self._engine.device} ({self._engine.backend})")
+
+    def _declare_parameters(self) -> Dict[str, object]:
+        from rclpy.exceptions import (InvalidParameterTypeException,
+                                      InvalidParameterValueException)
+        values = {}
+        for spec in P.PARAMS:
+            try:
+                param = self.declare_parameter(spec.name, spec.default, spec.descriptor())
+            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+                raise StartupError(f"invalid value for parameter '{spec.name}': "
+                                   f"{str(exc).splitlines()[0]}") from None
+            values[spec.name] = param.value
+        return values
+
+    def _load_engine(self, values):
+        from .engine import SaliencyEngine
+        model = values["model_path"] or None
+        threads = int(values["threads"]) or None
+        try:
+            return SaliencyEngine(model_path=model, device=values["device"],
+                                  backend=values["backend"], max_gap_s=values["max_gap_s"],
+                                  threads=threads, logger=self.get_logger())
+        except Exception as exc:  # any load failure is one clear line, never a traceback
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StartupError(f"cannot start the saliency engine with model "
+                               f"{model or 'default'}: {type(exc).__name__}: "
+                               f"{detail}") from None
+
+    def _create_topics(self, layout, values) -> None:
+        reliability = (ReliabilityPolicy.RELIABLE if values["qos_reliability"] == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        depth = int(values["qos_depth"])
+        qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                            reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+        qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+        for label, image_topic, info_topic, prefix in layout:
+            cam = _Camera(label=label, image_topic=image_topic, info_topic=info_topic,
+                          prefix=prefix, stats=CameraStats())
+            cam.pub_saliency = self.create_publisher(Image, prefix + "saliency", qos_out)
+            cam.pub_peaks = self.create_publisher(PoseArray, prefix + "peaks", qos_out)
+            cam.pub_bearings = self.create_publisher(PoseArray, prefix + "bearings", qos_out)
+            cam.pub_overlay = self.create_publisher(Image, prefix + "overlay", qos_out)
+            self.create_subscription(Image, image_topic,
+                                     lambda msg, c=cam: self._on_image(c, msg), qos_in)
+            self.create_subscription(CameraInfo, info_topic,
+                                     lambda msg, c=cam: self._on_camera_info(c, msg), qos_in)
+            self._cameras.append(cam)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    # ----------------------------------------------------------------------- parameters
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        current = {name: self.get_parameter(name).value for name in P.PARAM_NAMES}
+        parameters = [p for p in parameters if p.name in P.SPECS]  # not rclpy's own ones
+        for param in parameters:
+            if P.SPECS[param.name].read_only:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{param.name} is read-only (fixed at start-up); restart the node")
+            current[param.name] = param.value
+        reason = P.validate({p.name: current[p.name] for p in parameters}
+                            | {k: current[k] for k in ("min_input_size", "max_input_pixels")})
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, parameters) -> None:
+        values = {name: self.get_parameter(name).value for name in P.RUNTIME_PARAMS}
+        self._settings = P.settings_from(values)
+        self._engine.max_gap_s = float(values["max_gap_s"])
+        changed = ", ".join(f"{p.name}={p.value}" for p in parameters if p.name in P.SPECS)
+        if changed:
+            self.get_logger().info(f"parameters changed: {changed}")
+
+    # ----------------------------------------------------------------------- callbacks
+    def _on_image(self, cam: _Camera, msg: Image) -> None:
+        now = time.monotonic()
+        with self._cond:
+            stats = cam.stats
+            if cam.pending is not None:
+                stats.dropped += 1
+                stats.window_dropped += 1
+            cam.pending = (msg, now)
+            stats.frames_in += 1
+            stats.window_in += 1
+            self._cond.notify()
+
+    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
+        cam.info = msg
+
+    def _warn(self, cam: _Camera, kind: str, text: str) -> None:
+        """Log at most one warning per camera and kind every WARN_EVERY_S seconds."""
+        key = (cam.label, kind)
+        now = time.monotonic()
+        with self._warn_lock:  # called from the executor and the inference thread
+            last, suppressed = self._warned.get(key, (-1e9, 0))
+            emit = now - last >= WARN_EVERY_S
+            self._warned[key] = (now, 0) if emit else (last, suppressed + 1)
+        if emit:
+            more = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
+            self.get_logger().warning(f"[{cam.image_topic}] {text}{more}")
+
+    def _invalid(self, cam: _Camera, kind: str, reason: str) -> None:
+        with self._cond:
+            cam.stats.invalid += 1
+            cam.stats.window_invalid += 1
+            cam.stats.last_invalid_reason = reason
+        self._warn(cam, kind, f"frame dropped: {reason}")
+
+    # ----------------------------------------------------------------------- inference
+    def _run_worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not any(c.pending for c in self._cameras):
+                    self._cond.wait(0.5)
+                if self._stop:
+                    return
+                batch = [(c, c.pending) for c in self._cameras if c.pending is not None]
+                for cam, _ in batch:
+                    cam.pending = None
+            try:
+                self._process(batch)
+            except Exception as exc:  # keep serving whatever happens to one batch
+                if not self.context.ok():  # shutting down: publishers are gone
+                    return
+                for cam, _ in batch:
+                    self._warn(cam, "internal", f"processing failed: {type(exc).__name__}: "
+                                                f"{exc}")
+
+    def _decode(self, cam: _Camera, msg: Image, received: float) -> Optional[_Work]:
+        settings = self._settings
+        width, height = int(msg.width), int(msg.height)
+        if width < settings.min_input_size or height < settings.min_input_size:
+            self._invalid(cam, "too_small", f"{width}x{height} image is smaller than "
+                                            f"min_input_size {settings.min_input_size}")
+            return None
+        if width * height > settings.max_input_pixels:
+            self._invalid(cam, "too_large", f"{width}x{height} image has more pixels than "
+                                            f"max_input_pixels {settings.max_input_pixels}")
+            return None
+        try:
+            rgb = image_to_rgb8(msg)
+        except ImageEncodingError as exc:
+            self._invalid(cam, "decode", str(exc))
+            return None
+        if cam.last_encoding is not None and msg.encoding != cam.last_encoding:
+            self._engine.reset(cam.label, reason=f"encoding changed {cam.last_encoding} -> "
+                                                 f"{msg.encoding}")
+        cam.last_encoding = msg.encoding
+        return _Work(cam=cam, msg=msg, received=received, rgb=rgb,
+                     stamp_s=stamp_seconds(msg.header))
+
+    def _infer(self, work: List[_Work]) -> List[Optional[object]]:
+        """Run one batched step; if the batch is refused, isolate the offending frames."""
+        try:
+            return self._engine.step_many([(w.cam.label, w.rgb, w.stamp_s) for w in work])
+        except ValueError as exc:
+            if len(work) == 1:
+                self._invalid(work[0].cam, "engine", str(exc))
+                return [None]
+        results = []
+        for w in work:
+            try:
+                results.append(self._engine.step(w.rgb, w.stamp_s, stream=w.cam.label))
+            except ValueError as exc:
+                self._invalid(w.cam, "engine", str(exc))
+                results.append(None)
+        return results
+
+    def _process(self, batch) -> None:
+        work = [w for w in (self._decode(cam, msg, t) for cam, (msg, t) in batch) if w]
+        if not work:
+            return
+        results = self._infer(work)
+        for w, result in zip(work, results):
+            if result is not None:
+                self._publish(w, result)
+
+    def _publish(self, w: _Work, result) -> None:
+        from .engine import upsample
+        cam, msg, settings = w.cam, w.msg, self._settings
+        height, width = w.rgb.shape[:2]
+        out_h = max(1, int(round(height * settings.output_scale)))
+        out_w = max(1, int(round(width * settings.output_scale)))
+        sal_out = upsample(result.saliency, (out_h, out_w))
+        cam.pub_saliency.publish(numpy_to_image(sal_out, "32FC1", msg.header))
+        peaks = find_peaks(result.saliency, (width, height), top_k=settings.top_k,
+                           nms_radius=settings.nms_radius, min_score=settings.min_score)
+        cam.pub_peaks.publish(peaks_msg(msg.header, peaks))
+        self._publish_bearings(cam, msg, peaks, width, height)
+        if cam.pub_overlay.get_subscription_count() > 0:
+            full = sal_out if (out_h, out_w) == (height, width) else \
+                upsample(result.saliency, (height, width))
+            blend = overlay_bgr(w.rgb, full, settings.overlay_alpha, peaks)
+            cam.pub_overlay.publish(numpy_to_image(blend, "bgr8", msg.header))
+        reason = result.reset_reason
+        with self._cond:
+            stats = cam.stats
+            stats.frames_out += 1
+            stats.window_out += 1
+            stats.window_latency_s.append(time.monotonic() - w.received)
+            if reason:
+                stats.resets += 1
+                stats.last_reset_reason = reason
+        if reason and stats.frames_out > 1:
+            self.get_logger().info(f"[{cam.image_topic}] temporal state reset: {reason}")
+
+    def _publish_bearings(self, cam: _Camera, msg: Image, peaks, width: int,
+                          height: int) -> None:
+        info = cam.info
+        if info is None:
+            return
+        if (info.width, info.height) not in ((0, 0), (width, height)):
+            self._warn(cam, "camera_info",
+                       f"no bearings: CameraInfo is for {info.width}x{info.height} images, "
+                       f"the image is {width}x{height}")
+            return
+        try:
+            rays = pixels_to_bearings([[p.x, p.y] for p in peaks], info.k, info.d,
+                                      info.distortion_model) if peaks else np.zeros((0, 3))
+        except ValueError as exc:
+            self._warn(cam, "camera_info", f"no bearings: {exc}")
+            return
+        cam.pub_bearings.publish(bearings_msg(msg.header, rays))
+
+    # ----------------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        extra = {"device": str(self._engine.device), "backend": str(self._engine.backend),
+                 "resolution": str(self._engine.resolution)}
+        for cam in self._cameras:
+            with self._cond:
+                window = cam.stats.take_window()
+                status = diagnostic_status(f"{self.get_name()}: {cam.label}",
+                                           self.resolve_topic_name(cam.image_topic),
+                                           cam.stats, window, self._period, extra)
+            if window["dropped"]:
+                self._warn(cam, "drop", f"dropped {window['dropped']} frames in the last "
+                                        f"{self._period:g} s: inference is slower than the "
+                                        "camera; only the newest frame is processed")
+            array.status.append(status)
+        self._diag_pub.publish(array)
+
+    # ----------------------------------------------------------------------- shutdown
+    def close(self) -> None:
+        """Stop the inference thread (idempotent)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+
+
+def main(args=None) -> int:
+    """Entry point of ``saliency_node``; returns the process exit code."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = SaliencyNode()
+        node.start()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except StartupError as exc:
+        logger = node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)
+        logger.fatal(str(exc))
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""What the node publishes besides the map: peaks, bearings, overlay, diagnostics.
+
+Plain functions from numpy/engine results to standard ROS messages, so that the field
+mapping documented in the README lives in one place:
+
+* ``~/peaks`` (geometry_msgs/PoseArray): one pose per peak, best first;
+  ``position.x, position.y`` = peak in input-image pixels (x right, y down, origin at the
+  centre of the top-left pixel), ``position.z`` = saliency score in [0, 1], orientation
+  identity.
+* ``~/bearings`` (geometry_msgs/PoseArray): same order as ``~/peaks``; ``position`` = unit
+  ray (x, y, z) in the camera optical frame of ``header.frame_id`` (REP 103: x right, y down,
+  z forward); ``orientation`` rotates the frame's +x axis onto the ray (RViz draws an arrow
+  along the ray).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence
+
+import cv2
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Pose, PoseArray
+
+
+def peaks_msg(header, peaks: Sequence) -> PoseArray:
+    """Build the ~/peaks message: position = (x px, y px, score)."""
+    msg = PoseArray(header=header)
+    for peak in peaks:
+        pose = Pose()
+        pose.position.x = float(peak.x)
+        pose.position.y = float(peak.y)
+        pose.position.z = float(peak.score)
+        pose.orientation.w = 1.0
+        msg.poses.append(pose)
+    return msg
+
+
+def _x_to_ray(ray: np.ndarray) -> tuple:
+    """Quaternion (x, y, z, w) of the shortest rotation taking +x onto the unit ``ray``."""
+    w = 1.0 + float(ray[0])
+    if w < 1e-9:  # ray points along -x: half turn about z
+        return 0.0, 0.0, 1.0, 0.0
+    q = np.array([0.0, -float(ray[2]), float(ray[1]), w])
+    q /= np.linalg.norm(q)
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def bearings_msg(header, rays: np.ndarray) -> PoseArray:
+    """Build the ~/bearings message: position = ray, orientation = +x onto the ray."""
+    msg = PoseArray(header=header)
+    for ray in np.asarray(rays, dtype=np.float64).reshape(-1, 3):
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in ray)
+        (pose.orientation.x, pose.orientation.y, pose.orientation.z,
+         pose.orientation.w) = _x_to_ray(ray)
+        msg.poses.append(pose)
+    return msg
+
+
+def overlay_bgr(rgb: np.ndarray, saliency: np.ndarray, alpha: float,
+                peaks: Sequence = ()) -> np.ndarray:
+    """Heat-map blend (JET colours) of a full-size map over the frame, peaks as circles."""
+    heat = cv2.applyColorMap(np.clip(saliency * 255.0 + 0.5, 0, 255).astype(np.uint8),
+                             cv2.COLORMAP_JET)
+    frame = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    out = cv2.addWeighted(frame, 1.0 - float(alpha), heat, float(alpha), 0.0)
+    radius = max(3, int(round(0.015 * max(out.shape[:2]))))
+    for rank, peak in enumerate(peaks):
+        centre = (int(round(peak.x)), int(round(peak.y)))
+        cv2.circle(out, centre, radius, (255, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(out, str(rank + 1), (centre[0] + radius, centre[1] - radius),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4 + radius / 40.0, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+@dataclass
+class CameraStats:
+    """Counters of one camera; totals plus a window that each diagnostics tick resets."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    invalid: int = 0
+    resets: int = 0
+    last_reset_reason: str = ""
+    last_invalid_reason: str = ""
+    window_in: int = 0
+    window_out: int = 0
+    window_dropped: int = 0
+    window_invalid: int = 0
+    window_latency_s: List[float] = field(default_factory=list)
+
+    def take_window(self) -> Dict[str, object]:
+        """Return and clear the per-period counters."""
+        lat = self.window_latency_s
+        snap = {"in": self.window_in, "out": self.window_out, "dropped": self.window_dropped,
+                "invalid": self.window_invalid,
+                "latency_mean_ms": 1000.0 * float(np.mean(lat)) if lat else float("nan"),
+                "latency_max_ms": 1000.0 * float(np.max(lat)) if lat else float("nan")}
+        self.window_in = self.window_out = self.window_dropped = self.window_invalid = 0
+        self.window_latency_s = []
+        return snap
+
+
+def diagnostic_status(name: str, hardware_id: str, stats: CameraStats,
+                      window: Dict[str, object], period_s: float,
+                      extra: Dict[str, str]) -> DiagnosticStatus:
+    """One camera's DiagnosticStatus: level from the last period, totals and rates as values."""
+    if window["in"] == 0:
+        level, message = DiagnosticStatus.STALE, "no input images in the last period"
+    elif window["dropped"] or window["invalid"]:
+        parts = []
+        if window["dropped"]:
+            parts.append(f"dropped {window['dropped']} frames (inference slower than input)")
+        if window["invalid"]:
+            parts.append(f"{window['invalid']} invalid frames ({stats.last_invalid_reason})")
+        level, message = DiagnosticStatus.WARN, "; ".join(parts)
+    else:
+        level, message = DiagnosticStatus.OK, "ok"
+    values = {
+        "input_rate_hz": f"{window['in'] / period_s:.2f}",
+        "output_rate_hz": f"{window['out'] / period_s:.2f}",
+        "latency_mean_ms": f"{window['latency_mean_ms']:.1f}",
+        "latency_max_ms": f"{window['latency_max_ms']:.1f}",
+        "frames_in": str(stats.frames_in),
+        "frames_out": str(stats.frames_out),
+        "dropped": str(stats.dropped),
+        "invalid": str(stats.invalid),
+        "resets": str(stats.resets),
+        "last_reset_reason": stats.last_reset_reason,
+        "last_invalid_reason": stats.last_invalid_reason,
+    }
+    values.update(extra)
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])

@@ -1,0 +1,112 @@
+"""Bad input never kills the node: it warns, publishes nothing for the bad frame, keeps serving.
+
+One node process (config/saliency.yaml) gets a real 10 Hz stream from the shared data with a
+broken or unusual message after every few valid frames.  Valid frames must each get exactly
+one answer, invalid ones none, and the node must still be serving at the end.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from node_harness import (Client, NodeProcess, image_to_array, make_image, model_params,
+                          node_env, read_frames, stamp_of)
+
+FRAME_ID = "uav_camera_optical"
+
+
+def _bad_messages(frame: np.ndarray):
+    """(name, Image) for each kind of invalid message; ``frame`` is a real 640x360 BGR frame."""
+    good = make_image(frame, "bgr8", 0.0, FRAME_ID)
+    height, width = frame.shape[:2]
+
+    empty = make_image(frame, "bgr8", 0.0, FRAME_ID)
+    empty.data = b""
+    wrong_step = make_image(frame, "bgr8", 0.0, FRAME_ID)
+    wrong_step.step = width  # one byte per pixel for a 3-byte encoding
+    truncated = make_image(frame, "bgr8", 0.0, FRAME_ID)
+    truncated.data = bytes(good.data[: len(good.data) // 2])
+    unsupported = make_image(frame, "bgr8", 0.0, FRAME_ID)
+    unsupported.encoding = "jpeg"
+    tiny = make_image(frame[:1, :1], "bgr8", 0.0, FRAME_ID)
+    huge = make_image(np.zeros((8000, 8000, 3), np.uint8), "bgr8", 0.0, FRAME_ID)
+    return [("empty data", empty), ("wrong step", wrong_step), ("truncated data", truncated),
+            ("unsupported encoding", unsupported), ("1x1 image", tiny),
+            ("8000x8000 image", huge)]
+
+
+def test_bad_input_is_survived(ros_env, shared_data):
+    """Every kind of bad frame is dropped with a warning; valid frames around it are served."""
+    env = node_env(ros_env)
+    # Reliable input: a best-effort reader loses an 8000x8000 frame (192 MB, thousands of
+    # fragments); the node must actually receive it to show that it rejects it.
+    node = NodeProcess(env, params=model_params() + ["qos_reliability:=reliable"])
+    client = Client(int(env["ROS_DOMAIN_ID"]))
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    # Its own writer, so that the slow huge sample does not hold up the valid stream.
+    huge_pub = client.node.create_publisher(
+        Image, "/image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    frames = read_frames(shared_data / "uav_unlabeled" / "person11.mp4", 12)
+    big = read_frames(shared_data / "uav_gaze" / "car10.mp4", 1)[0]
+    try:
+        client.wait_connected(node)
+        valid, invalid = [], []
+        stamp = 100.0
+
+        def send(msg, expect_output: bool):
+            nonlocal stamp
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), \
+                int(round((stamp % 1) * 1e9))
+            stamp += 0.1
+            time.sleep(0.1)  # 10 Hz
+            (huge_pub if msg.width * msg.height > 4096 * 4096 else client.pub_image).publish(msg)
+            (valid if expect_output else invalid).append(msg)
+            if expect_output:
+                assert client.wait_for("saliency", stamp_of(msg)), \
+                    f"valid frame {stamp_of(msg)} got no answer:\n{node.output[-3000:]}"
+
+        k = 0
+        for _name, bad in _bad_messages(frames[0]):
+            send(make_image(frames[k], "bgr8", 0.0, FRAME_ID), True)
+            k += 1
+            send(bad, False)
+            assert node.alive(), node.output[-3000:]
+        # Unusual but valid: a mid-stream resolution change and a stamp going backwards.
+        send(make_image(big, "bgr8", 0.0, FRAME_ID), True)
+        send(make_image(frames[k], "bgr8", 0.0, FRAME_ID), True)
+        stamp -= 5.0
+        send(make_image(frames[k + 1], "bgr8", 0.0, FRAME_ID), True)
+        send(make_image(frames[k + 2], "bgr8", 0.0, FRAME_ID), True)
+        time.sleep(1.0)
+
+        answered = client.by_stamp("saliency")
+        for msg in valid:
+            out = answered[stamp_of(msg)]
+            assert len(out) == 1
+            sal = image_to_array(out[0])
+            assert sal.shape == (msg.height, msg.width)
+            assert np.isfinite(sal).all() and 0.0 <= sal.min() and sal.max() <= 1.0
+        for msg in invalid:
+            assert stamp_of(msg) not in answered, \
+                f"{msg.width}x{msg.height} '{msg.encoding}' frame was answered"
+            assert stamp_of(msg) not in client.by_stamp("peaks")
+        assert client.count("saliency") == len(valid)
+
+        diag = client.wait_diagnostics(
+            lambda d: d.get("frames_out") == str(len(valid)) and int(d["invalid"]) == 6,
+            timeout=60.0)
+        assert diag is not None, f"diagnostics do not count the invalid frames: " \
+            f"{client.last_diagnostics()}\n{node.output[-3000:]}"
+        assert int(diag["resets"]) >= 3  # first frame, resolution there and back, backwards
+        assert node.alive(), node.output[-3000:]
+        warnings = [line for line in node.lines if "WARN" in line and "frame dropped" in line]
+        for text in ("data is empty", "1x1 image", "8000x8000 image"):
+            assert any(text in line for line in warnings), \
+                f"no warning about '{text}':\n{node.output[-3000:]}"
+        assert "Traceback" not in node.output
+    finally:
+        client.close()
+        assert node.stop() == 0, node.output[-3000:]

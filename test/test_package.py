@@ -1,0 +1,270 @@
+"""Package-level checks a ROS 2 Python package is expected to pass.
+
+* flake8 with pep257 docstrings (what ament_flake8 / ament_pep257 run), from PyPI;
+* package.xml valid against the format-3 schema (vendored in test/xsd: no network in tests);
+* package.xml, setup.py, setup.cfg and resource/ agree on name, version and install paths;
+* launch/saliency.launch.py agrees with setup.py, the node and config/ (read with ast:
+  launch and launch_ros are not installable from PyPI, and faking them would test nothing);
+* config/saliency.yaml lists exactly the parameters the node declares, with their defaults;
+* `colcon build` installs a saliency_node that starts (and stops cleanly on a bad model).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from lxml import etree
+
+from skd_saliency_ros import __version__, params
+from skd_saliency_ros.node import NODE_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "skd_saliency_ros"
+XSD = Path(__file__).resolve().parent / "xsd" / "package_format3.xsd"
+
+
+def _setup_call() -> dict:
+    """Keyword arguments of the setup() call in setup.py, as literal Python values."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    consts = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            consts[node.targets[0].id] = node.value.value
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", "") == "setup")
+
+    def value(expr):
+        if isinstance(expr, ast.Name):
+            return consts[expr.id]
+        if isinstance(expr, ast.JoinedStr):
+            return "".join(str(value(v.value)) if isinstance(v, ast.FormattedValue)
+                           else v.value for v in expr.values)
+        if isinstance(expr, ast.Call) and getattr(expr.func, "id", "") == "glob":
+            return ("glob", value(expr.args[0]))
+        if isinstance(expr, (ast.List, ast.Tuple)):
+            return [value(e) for e in expr.elts]
+        if isinstance(expr, ast.Dict):
+            return {value(k): value(v) for k, v in zip(expr.keys, expr.values)}
+        return ast.literal_eval(expr)
+
+    return {kw.arg: value(kw.value) for kw in call.keywords}
+
+
+def test_flake8_pep257():
+    """flake8 + flake8-docstrings (pep257 convention from setup.cfg) over the whole package."""
+    version = subprocess.run([sys.executable, "-m", "flake8", "--version"],
+                             capture_output=True, text=True, cwd=REPO)
+    assert "flake8-docstrings" in version.stdout, "pep257 checks (flake8-docstrings) missing"
+    result = subprocess.run([sys.executable, "-m", "flake8", "."], capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 0, f"flake8 found problems:\n{result.stdout}{result.stderr}"
+
+
+def test_package_xml_is_valid_format3():
+    """xmllint-style validation of package.xml against the REP 149 schema."""
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    doc = etree.parse(str(REPO / "package.xml"))
+    assert schema.validate(doc), "\n".join(str(e) for e in schema.error_log)
+    # The schema really checks: the same manifest without a licence is rejected.
+    broken = etree.parse(str(REPO / "package.xml"))
+    root = broken.getroot()
+    root.remove(root.find("license"))
+    assert not schema.validate(broken)
+
+
+def test_package_metadata_agrees():
+    """Name, version, dependencies and install paths agree across the package files."""
+    root = etree.parse(str(REPO / "package.xml")).getroot()
+    setup = _setup_call()
+    assert root.findtext("name") == setup["name"] == PACKAGE
+    assert root.findtext("version") == setup["version"] == __version__
+    assert root.findtext("export/build_type") == "ament_python"
+    depends = {e.text for e in root if e.tag in ("depend", "exec_depend")}
+    assert {"rclpy", "sensor_msgs", "geometry_msgs", "std_msgs", "diagnostic_msgs",
+            "python3-numpy", "python3-opencv"} <= depends
+    assert (REPO / "resource" / PACKAGE).is_file()
+    data_files = dict((dest, src) for dest, src in setup["data_files"])
+    assert data_files["share/ament_index/resource_index/packages"] == [f"resource/{PACKAGE}"]
+    assert data_files[f"share/{PACKAGE}"] == ["package.xml"]
+    assert data_files[f"share/{PACKAGE}/launch"] == ("glob", "launch/*.py")
+    assert data_files[f"share/{PACKAGE}/config"] == ("glob", "config/*")
+    assert setup["package_data"] == {PACKAGE: ["weights/*.pt"]}
+    cfg = (REPO / "setup.cfg").read_text()
+    assert f"script_dir=$base/lib/{PACKAGE}" in cfg
+    assert f"install_scripts=$base/lib/{PACKAGE}" in cfg
+    scripts = dict(s.split(" = ") for s in setup["entry_points"]["console_scripts"])
+    assert scripts["saliency_node"] == "skd_saliency_ros.node:main"
+    assert {"saliency_replay", "attention_to_setpoint"} <= set(scripts)
+
+
+def _launch_calls():
+    tree = ast.parse((REPO / "launch" / "saliency.launch.py").read_text())
+    calls = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            calls.setdefault(node.func.id, []).append(node)
+    return tree, calls
+
+
+def _kw(call, name):
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def _path_parts(call):
+    """Return the string parts of an os.path.join(...) call."""
+    return [a.value for a in call.args if isinstance(a, ast.Constant)]
+
+
+def test_launch_file_matches_package():
+    """The launch file runs the installed executable with the shipped config and profile."""
+    tree, calls = _launch_calls()
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
+               for n in tree.body)
+    consts = {n.targets[0].id: n.value.value for n in tree.body
+              if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)}
+    (node,) = calls["Node"]
+    package = _kw(node, "package")
+    assert consts.get(getattr(package, "id", None), getattr(package, "value", None)) == PACKAGE
+    executable = ast.literal_eval(_kw(node, "executable"))
+    scripts = dict(s.split(" = ") for s in _setup_call()["entry_points"]["console_scripts"])
+    assert executable in scripts and scripts[executable].startswith("skd_saliency_ros.node:")
+    assert ast.literal_eval(_kw(node, "name")) == NODE_NAME
+
+    # Launch arguments: declared once each, and every LaunchConfiguration is declared.
+    declared = [ast.literal_eval(c.args[0]) for c in calls["DeclareLaunchArgument"]]
+    assert sorted(declared) == sorted(set(declared))
+    assert {"image_topic", "camera_info_topic", "namespace", "params_file"} <= set(declared)
+    used = {ast.literal_eval(c.args[0]) for c in calls["LaunchConfiguration"]}
+    assert used <= set(declared)
+
+    # Remappings target the node's own input names (default camera list and CameraInfo).
+    remaps = {ast.literal_eval(t.elts[0]): t.elts[1].args[0].value
+              for t in _kw(node, "remappings").elts}
+    (default_camera,) = params.SPECS["cameras"].default
+    assert remaps == {default_camera: "image_topic",
+                      params.camera_info_topic(default_camera): "camera_info_topic"}
+
+    # The params file default is the installed config/saliency.yaml, the namespace an arg.
+    joins = {tuple(_path_parts(c)) for c in ast.walk(tree) if isinstance(c, ast.Call)
+             and isinstance(c.func, ast.Attribute) and c.func.attr == "join"}
+    assert ("config", "saliency.yaml") in joins and (REPO / "config/saliency.yaml").is_file()
+    assert ("config", "fastdds_shm.xml") in joins and (REPO / "config/fastdds_shm.xml").is_file()
+    assert _kw(node, "parameters").elts[0].args[0].value == "params_file"
+    assert _kw(node, "namespace").args[0].value == "namespace"
+
+    # FASTDDS_DEFAULT_PROFILES_FILE: the user's value if set, else the shipped profile.
+    (setenv,) = calls["SetEnvironmentVariable"]
+    assert ast.literal_eval(setenv.args[0]) == "FASTDDS_DEFAULT_PROFILES_FILE"
+    env = setenv.args[1]
+    assert env.func.id == "EnvironmentVariable"
+    assert ast.literal_eval(env.args[0]) == "FASTDDS_DEFAULT_PROFILES_FILE"
+    default = _kw(env, "default_value")
+    profile_var = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                       and n.targets[0].id == default.id)
+    assert _path_parts(profile_var.value) == ["config", "fastdds_shm.xml"]
+
+
+def test_fastdds_profile_is_shared_memory():
+    """The shipped profile declares an SHM transport with 32 MiB segments and uses it."""
+    root = etree.parse(str(REPO / "config" / "fastdds_shm.xml")).getroot()
+    ns = {"d": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    shm = [t for t in root.iterfind(".//d:transport_descriptor", ns)
+           if t.findtext("d:type", namespaces=ns) == "SHM"]
+    assert len(shm) == 1
+    assert int(shm[0].findtext("d:segment_size", namespaces=ns)) == 32 * 1024 * 1024
+    shm_id = shm[0].findtext("d:transport_id", namespaces=ns)
+    participant = root.find(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    used = [e.text for e in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
+    assert used[0] == shm_id
+    assert participant.findtext(".//d:useBuiltinTransports", namespaces=ns) == "false"
+
+
+def test_yaml_lists_exactly_the_declared_parameters():
+    """config/saliency.yaml: every declared parameter, nothing else, defaults and comments."""
+    text = (REPO / "config" / "saliency.yaml").read_text()
+    doc = yaml.safe_load(text)
+    assert list(doc) == ["/**"]
+    values = doc["/**"]["ros__parameters"]
+    assert set(values) == set(params.PARAM_NAMES)
+    for spec in params.PARAMS:
+        assert values[spec.name] == spec.default, f"{spec.name}: YAML differs from default"
+    assert params.validate(values) is None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^    (\w+):", line)
+        if match:
+            assert lines[i - 1].strip().startswith("#"), f"{match.group(1)} has no comment"
+    for spec in params.PARAMS:
+        desc = spec.descriptor()
+        assert desc.description and desc.read_only == spec.read_only
+        if spec.range is not None:
+            assert desc.integer_range or desc.floating_point_range, spec.name
+
+
+def _copy_package(dest: Path) -> None:
+    """Copy what the package consists of (no venv, no data) into a workspace src folder."""
+    dest.mkdir(parents=True)
+    for name in ("package.xml", "setup.py", "setup.cfg"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("resource", "launch", "config", PACKAGE):
+        shutil.copytree(REPO / name, dest / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def test_colcon_build_installs_a_working_node(tmp_path, ros_env):
+    """`colcon build` installs saliency_node to lib/<pkg>; it starts and checks its model."""
+    colcon = Path(sys.executable).with_name("colcon")
+    if not colcon.exists():
+        pytest.fail(f"colcon is not installed next to {sys.executable} (make venv)")
+    ws = tmp_path / "ws"
+    _copy_package(ws / "src" / PACKAGE)
+    env = dict(ros_env)
+    env.pop("PYTHONPATH", None)  # the installed package, not the checkout
+    build = subprocess.run([str(colcon), "build", "--event-handlers", "console_direct-"],
+                           cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    install = ws / "install" / PACKAGE
+    exe = install / "lib" / PACKAGE / "saliency_node"
+    assert exe.is_file() and os.access(exe, os.X_OK)
+    share = install / "share" / PACKAGE
+    for rel in ("package.xml", "launch/saliency.launch.py", "config/saliency.yaml",
+                "config/fastdds_shm.xml"):
+        assert (share / rel).is_file(), rel
+    assert (install / "share/ament_index/resource_index/packages" / PACKAGE).is_file()
+    site = next((install / "lib").glob("python3*/site-packages"))
+    weights = sorted(p.name for p in (REPO / PACKAGE / "weights").glob("*.pt"))
+    assert sorted(p.name for p in (site / PACKAGE / "weights").glob("*.pt")) == weights
+
+    # Start the installed executable (from a clean directory, only the install on the path)
+    # with a model that does not exist: it must come up far enough to say so and exit 1.
+    env["PYTHONPATH"] = str(site)
+    missing = tmp_path / "missing.pt"
+    run = subprocess.run([str(exe), "--ros-args", "--params-file",
+                          str(share / "config/saliency.yaml"), "-p", f"model_path:={missing}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert f"{missing}: no such checkpoint file" in out and "Traceback" not in out
+    assert str(site) in subprocess.run(
+        [sys.executable, "-c", "import skd_saliency_ros; print(skd_saliency_ros.__file__)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True).stdout
+
+
+def test_readme_documents_every_parameter_and_topic():
+    """The README's tables name every parameter and every topic of the node."""
+    text = (REPO / "README.md").read_text()
+    for name in params.PARAM_NAMES:
+        assert f"| `{name}` |" in text, f"README does not document parameter {name}"
+    for topic in ("`image`", "`camera_info`", "`~/saliency`", "`~/peaks`", "`~/bearings`",
+                  "`~/overlay`", "`/diagnostics`"):
+        assert f"| {topic} |" in text, f"README does not document topic {topic}"
+    assert "make demo" in text and "make test" in text
