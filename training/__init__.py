@@ -1,0 +1,1 @@
+"""Offline training pipeline (teachers, datasets, distillation); never imported by the runtime."""

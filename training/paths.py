@@ -1,0 +1,20 @@
+"""Default locations of the shared data bundle and the on-disk cache of the training pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_data_dir() -> Path:
+    """Shared data bundle: ``$SKD_DATA_DIR``, else ``<repo>/../shared/data`` (as in the tests)."""
+    env = os.environ.get("SKD_DATA_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def default_cache_dir() -> Path:
+    """Teacher-map and frame cache: ``$SKD_CACHE_DIR``, else ``<repo>/.cache/skd`` (ignored)."""
+    env = os.environ.get("SKD_CACHE_DIR")
+    return Path(env) if env else REPO_ROOT / ".cache" / "skd"
