@@ -1,0 +1,183 @@
+"""Pure math that turns a saliency bearing into gimbal angles and a vehicle yaw-rate command.
+
+No ROS types here, so the conversions are tested exactly and reused by any adapter.
+
+Conventions (all angles in radians, all frames right-handed):
+
+- Camera optical frame (REP 103 / sensor_msgs): x right, y down, z forward (the bearing rays
+  that the saliency node publishes are unit vectors in this frame).
+- Camera mounting frame ("camera_link"): x forward (optical axis), y left, z up.
+- Vehicle body frame (REP 103 ``base_link``, FLU): x forward, y left, z up.
+- Mounting and gimbal attitudes are roll/pitch/yaw of the camera_link frame in the body frame,
+  REP 103 fixed-axis x-y-z: ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)``.  Because z is up,
+  **positive pitch points the camera down** (pitch = +pi/2 looks straight down) and
+  **positive yaw turns it left**.  A positive yaw rate turns the vehicle left (counter-clockwise
+  seen from above).
+- PX4 / MAVLink use FRD body axes: flip the sign of pitch, yaw and yaw rate (see docs/PX4.md).
+
+For a camera on a gimbal, pass the gimbal's current attitude as the mounting: the bearing was
+measured in the camera's current frame, and the returned angles are the attitude that points
+the camera's optical axis at the target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+# optical (x right, y down, z forward) -> camera_link (x forward, y left, z up)
+OPTICAL_TO_LINK = np.array([[0.0, 0.0, 1.0],
+                            [-1.0, 0.0, 0.0],
+                            [0.0, -1.0, 0.0]])
+
+
+class AttentionError(ValueError):
+    """A bearing or a parameter that cannot be turned into a command."""
+
+
+@dataclass(frozen=True)
+class Mounting:
+    """Camera attitude in the body frame (REP 103 roll/pitch/yaw, radians)."""
+
+    roll: float = 0.0
+    pitch: float = 0.0
+    yaw: float = 0.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Command limits; the pitch range is in the REP 103 sense (positive = down)."""
+
+    pitch_min: float = math.radians(-30.0)   # 30 deg up
+    pitch_max: float = math.radians(90.0)    # straight down
+    yaw_min: float = -math.pi
+    yaw_max: float = math.pi
+    max_yaw_rate: float = math.radians(30.0)  # rad/s, magnitude
+    yaw_rate_gain: float = 1.0                # (rad/s) per rad of yaw error
+    yaw_deadband: float = math.radians(2.0)   # no turn below this yaw error
+    min_horizontal: float = math.sin(math.radians(1.0))  # below: yaw is undefined (nadir)
+
+    def check(self) -> None:
+        """Reject inconsistent limits with a message that names the parameter."""
+        if not self.pitch_min <= self.pitch_max:
+            raise AttentionError(f"pitch_min {self.pitch_min} > pitch_max {self.pitch_max}")
+        if not self.yaw_min <= self.yaw_max:
+            raise AttentionError(f"yaw_min {self.yaw_min} > yaw_max {self.yaw_max}")
+        for name in ("max_yaw_rate", "yaw_rate_gain", "yaw_deadband", "min_horizontal"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise AttentionError(f"{name} must be finite and >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class AttentionCommand:
+    """What to send: gimbal attitude in the body frame and a vehicle yaw rate."""
+
+    pitch: float            # gimbal pitch, REP 103 (positive = down), limited
+    yaw: float              # gimbal yaw, REP 103 (positive = left), limited
+    yaw_rate: float         # vehicle yaw rate, REP 103 (positive = left / CCW), limited
+    direction_body: np.ndarray  # unit target direction in the body frame (FLU)
+    yaw_defined: bool       # False when the target is (nearly) straight up or down
+    saturated: bool         # True when any limit clipped the command
+
+
+def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Return ``Rz(yaw) @ Ry(pitch) @ Rx(roll)`` (REP 103 fixed-axis roll, pitch, yaw)."""
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    return rz @ ry @ rx
+
+
+def quaternion_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Quaternion (x, y, z, w) of ``rotation_rpy(roll, pitch, yaw)``, w >= 0."""
+    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
+    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
+    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
+    q = np.array([sr * cp * cy - cr * sp * sy,
+                  cr * sp * cy + sr * cp * sy,
+                  cr * cp * sy - sr * sp * cy,
+                  cr * cp * cy + sr * sp * sy])
+    return q if q[3] >= 0 else -q
+
+
+def bearing_to_body(bearing_optical: Sequence[float], mounting: Mounting) -> np.ndarray:
+    """Rotate a bearing ray from the camera optical frame into the body frame (FLU), unit."""
+    ray = np.asarray(bearing_optical, dtype=np.float64).reshape(-1)
+    if ray.shape != (3,) or not np.all(np.isfinite(ray)):
+        raise AttentionError(f"bearing must be 3 finite numbers, got {bearing_optical!r}")
+    norm = float(np.linalg.norm(ray))
+    if norm < 1e-9:
+        raise AttentionError("bearing is the zero vector; it has no direction")
+    for name in ("roll", "pitch", "yaw"):
+        if not math.isfinite(getattr(mounting, name)):
+            raise AttentionError(f"mounting {name} is not finite")
+    rot = rotation_rpy(mounting.roll, mounting.pitch, mounting.yaw)
+    return rot @ (OPTICAL_TO_LINK @ (ray / norm))
+
+
+def direction_to_angles(direction_body: Sequence[float],
+                        min_horizontal: float = Limits.min_horizontal):
+    """Return (pitch, yaw, yaw_defined) that point camera_link's x axis along a body direction.
+
+    Roll is always zero.  When the horizontal part of the direction is below ``min_horizontal``
+    the yaw is undefined and returned as 0 with ``yaw_defined`` False.
+    """
+    d = np.asarray(direction_body, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    horizontal = math.hypot(d[0], d[1])
+    pitch = math.atan2(-d[2], horizontal)
+    if horizontal < min_horizontal:
+        return pitch, 0.0, False
+    return pitch, math.atan2(d[1], d[0]), True
+
+
+def attention_command(bearing_optical: Sequence[float], mounting: Mounting = Mounting(),
+                      limits: Limits = Limits(), hold_yaw: float = 0.0) -> AttentionCommand:
+    """Gimbal pitch/yaw and a limited vehicle yaw rate that turn toward one bearing.
+
+    ``hold_yaw`` is the gimbal yaw to keep when the target is straight below/above (yaw
+    undefined); the vehicle does not turn then.
+    """
+    limits.check()
+    d = bearing_to_body(bearing_optical, mounting)
+    pitch, yaw, defined = direction_to_angles(d, limits.min_horizontal)
+    if not defined:
+        yaw = hold_yaw
+    pitch_c = min(max(pitch, limits.pitch_min), limits.pitch_max)
+    yaw_c = min(max(yaw, limits.yaw_min), limits.yaw_max)
+    yaw_rate = 0.0
+    rate_saturated = False
+    if defined and abs(yaw) > limits.yaw_deadband:
+        wanted = limits.yaw_rate_gain * yaw
+        yaw_rate = min(max(wanted, -limits.max_yaw_rate), limits.max_yaw_rate)
+        rate_saturated = yaw_rate != wanted
+    saturated = pitch_c != pitch or yaw_c != yaw or rate_saturated
+    return AttentionCommand(pitch=pitch_c, yaw=yaw_c, yaw_rate=yaw_rate, direction_body=d,
+                            yaw_defined=defined, saturated=saturated)
+
+
+def to_px4_frd(pitch: float, yaw: float, yaw_rate: Optional[float] = None):
+    """REP 103 (FLU) gimbal pitch/yaw and yaw rate -> PX4/MAVLink FRD sign convention.
+
+    MAVLink DO_GIMBAL_MANAGER_PITCHYAW wants pitch positive up and yaw positive right (degrees
+    there; radians here), PX4 yawspeed is positive clockwise: all three flip sign.
+    """
+    out = (-pitch, -yaw)
+    return out if yaw_rate is None else out + (-yaw_rate,)
+
+
+def quaternion_flu_to_frd(q_xyzw: Sequence[float]) -> np.ndarray:
+    """Quaternion of an attitude in FLU body axes -> the same attitude in FRD axes, (w, x, y, z).
+
+    FRD = FLU with y and z negated, so the rotation axis' y, z components flip; the result is
+    in PX4's (w, x, y, z) order.
+    """
+    x, y, z, w = (float(v) for v in q_xyzw)
+    return np.array([w, x, -y, -z])

@@ -1,0 +1,431 @@
+"""rosbag2 reading and writing with the ``rosbags`` library (no rosbag2_py, no ros2 CLI).
+
+Reading goes through ``rosbags.highlevel.AnyReader``: it builds its type store from the
+definitions stored in the bag, so bags from Humble, Jazzy or newer all decode; bags without
+stored definitions fall back to the chosen distro's store.  Every failure (missing path,
+truncated or corrupt storage, wrong message type) becomes a :class:`BagError` that names the
+bag and the problem.
+
+Writing is atomic: a bag is built in a hidden temporary directory beside the final path and
+renamed into place only when it is complete, so an interrupted run never leaves a
+half-written bag under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+DISTROS = ("humble", "jazzy")
+STORAGES = ("sqlite3", "mcap")
+
+
+class BagError(ValueError):
+    """A bag that is missing, unreadable, or does not hold what was asked for."""
+
+
+def typestore_for(distro: str = "humble"):
+    """Return the rosbags type store of a ROS 2 distro ("humble" or "jazzy")."""
+    from rosbags.typesys import Stores, get_typestore
+    stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
+    if distro not in stores:
+        raise BagError(f"unknown distro '{distro}'; choose one of {', '.join(DISTROS)}")
+    return get_typestore(stores[distro])
+
+
+def stamp_ns(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else 'no detail'}"
+
+
+@dataclass
+class BagMessage:
+    """One message read from a bag, with its raw CDR bytes for verbatim copying."""
+
+    topic: str
+    msgtype: str
+    bag_ns: int      # recording timestamp
+    raw: bytes
+    msg: object      # rosbags dataclass (same field names as the rclpy message)
+    connection: object
+
+
+class InputBag:
+    """A rosbag2 opened for reading, with its image topic (and CameraInfo) chosen.
+
+    Use as a context manager.  ``topic`` selects the image topic; without it the bag must
+    hold exactly one sensor_msgs/Image or CompressedImage topic.
+    """
+
+    def __init__(self, path, topic: Optional[str] = None, distro: str = "humble"):
+        self.path = Path(path)
+        self.requested_topic = topic
+        self.distro = distro
+        self.reader = None
+        self.image_topic: Optional[str] = None
+        self.image_type: Optional[str] = None
+        self.info_topic: Optional[str] = None
+        self.image_count = 0
+        self.custom_data: dict = {}
+
+    # -- opening -----------------------------------------------------------------------
+    def __enter__(self) -> "InputBag":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the bag and pick the topics; raise BagError with the reason otherwise."""
+        from rosbags.highlevel import AnyReader
+        if not self.path.exists():
+            raise BagError(f"{self.path}: no such bag (expected a rosbag2 directory with "
+                           "metadata.yaml, or a .db3 / .mcap file)")
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            raise BagError(f"{self.path}: not a rosbag2 directory (no metadata.yaml)")
+        try:
+            reader = AnyReader([self.path], default_typestore=typestore_for(self.distro))
+            reader.open()
+        except BagError:
+            raise
+        except Exception as exc:  # sqlite3, mcap, yaml and rosbags errors all land here
+            raise BagError(f"{self.path}: cannot open bag: it is truncated or corrupt, or not "
+                           f"a rosbag2 ({_short(exc)})") from exc
+        self.reader = reader
+        self.custom_data = _custom_data(self.path)
+        try:
+            self._choose_topics()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the reader (idempotent)."""
+        if self.reader is not None:
+            with contextlib.suppress(Exception):
+                self.reader.close()
+            self.reader = None
+
+    def topics(self) -> dict:
+        """Map topic -> message type of every topic in the bag."""
+        return {c.topic: c.msgtype for c in self.reader.connections}
+
+    def _choose_topics(self) -> None:
+        topics = self.topics()
+        listing = ", ".join(f"{t} [{m}]" for t, m in sorted(topics.items())) or "no topics"
+        if self.requested_topic is not None:
+            topic = self.requested_topic
+            if topic not in topics:
+                raise BagError(f"{self.path}: topic '{topic}' is not in the bag "
+                               f"(it has: {listing})")
+            if topics[topic] not in IMAGE_TYPES:
+                raise BagError(f"{self.path}: topic '{topic}' carries {topics[topic]}, not an "
+                               f"image type ({' or '.join(IMAGE_TYPES)})")
+        else:
+            images = sorted(t for t, m in topics.items() if m in IMAGE_TYPES)
+            if not images:
+                raise BagError(f"{self.path}: no image topic (sensor_msgs/msg/Image or "
+                               f"CompressedImage) in the bag; it has: {listing}")
+            if len(images) > 1:
+                raise BagError(f"{self.path}: several image topics ({', '.join(images)}); "
+                               "choose one with --topic")
+            topic = images[0]
+        self.image_topic, self.image_type = topic, topics[topic]
+        infos = sorted(t for t, m in topics.items() if m == CAMERA_INFO_TYPE)
+        base = topic.rsplit("/", 1)[0]
+        if topic.endswith("/compressed"):  # image_transport: /cam/image_raw/compressed
+            base = base.rsplit("/", 1)[0]
+        same_ns = [t for t in infos if t.rsplit("/", 1)[0] == base]
+        self.info_topic = same_ns[0] if same_ns else (infos[0] if len(infos) == 1 else None)
+        self.image_count = sum(c.msgcount for c in self.reader.connections if c.topic == topic)
+
+    # -- reading -----------------------------------------------------------------------
+    def connections(self, topics: Optional[Sequence[str]] = None) -> List[object]:
+        """Return the connections of ``topics`` (default: the image and CameraInfo topics)."""
+        if topics is None:
+            topics = [t for t in (self.image_topic, self.info_topic) if t]
+        return [c for c in self.reader.connections if c.topic in topics]
+
+    def messages(self, topics: Optional[Sequence[str]] = None) -> Iterator[BagMessage]:
+        """Yield the messages of ``topics`` in recording order, deserialized."""
+        conns = self.connections(topics)
+        try:
+            for conn, bag_ns, raw in self.reader.messages(connections=conns):
+                try:
+                    msg = self.reader.deserialize(raw, conn.msgtype)
+                except Exception as exc:
+                    raise BagError(f"{self.path}: message on '{conn.topic}' at {bag_ns} ns "
+                                   f"cannot be decoded as {conn.msgtype} ({_short(exc)})"
+                                   ) from exc
+                yield BagMessage(conn.topic, conn.msgtype, bag_ns, bytes(raw), msg, conn)
+        except BagError:
+            raise
+        except Exception as exc:
+            raise BagError(f"{self.path}: reading failed, the bag is truncated or corrupt "
+                           f"({_short(exc)})") from exc
+
+
+def _custom_data(path: Path) -> dict:
+    """``custom_data`` of a bag directory's metadata.yaml ({} when absent)."""
+    meta = path / "metadata.yaml"
+    if not meta.is_file():
+        return {}
+    try:
+        import yaml
+        info = yaml.safe_load(meta.read_text()).get("rosbag2_bagfile_information", {})
+        return dict(info.get("custom_data") or {})
+    except Exception:  # noqa: BLE001 - the reader already accepted the file
+        return {}
+
+
+def decode_rgb(msg, msgtype: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a (rosbags or rclpy) Image or CompressedImage message."""
+    from .image_io import ImageEncodingError, image_to_rgb8
+    if msgtype == IMAGE_TYPE:
+        return image_to_rgb8(msg)
+    if msgtype == COMPRESSED_TYPE:
+        buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+        if bgr is None:
+            raise ImageEncodingError(f"CompressedImage (format '{msg.format}') with "
+                                     f"{buf.size} bytes cannot be decoded")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    raise ImageEncodingError(f"{msgtype} is not an image type")
+
+
+# -- writing ---------------------------------------------------------------------------
+def check_output_path(out, overwrite: bool, inputs: Sequence = ()) -> Path:
+    """Refuse an existing output (unless overwrite) and an output that is or holds an input."""
+    out = Path(out)
+    resolved = out.resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        if resolved == src or src in resolved.parents or resolved in src.parents:
+            raise BagError(f"{out}: output would overwrite or nest with the input bag {src}")
+    if out.exists() and not overwrite:
+        raise BagError(f"{out}: output already exists; refusing to overwrite it "
+                       "(pass --overwrite to replace it)")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_bag_path(out, overwrite: bool = False):
+    """Yield a temporary bag path beside ``out``; move it to ``out`` only on success.
+
+    On any exception (including KeyboardInterrupt) the temporary bag is deleted and ``out``
+    is untouched.  With ``overwrite`` an existing ``out`` is replaced only after the new bag
+    is complete.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BagError(f"{out}: output already exists; refusing to overwrite it "
+                       "(pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmpdir / out.name
+        if out.exists():
+            if out.is_dir() and not out.is_symlink():
+                shutil.rmtree(out)
+            else:
+                out.unlink()
+        os.replace(tmpdir / out.name, out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class OutputBag:
+    """A rosbags Writer used inside :func:`atomic_bag_path`."""
+
+    def __init__(self, path, storage: str = "sqlite3", distro: str = "humble"):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        if storage not in STORAGES:
+            raise BagError(f"unknown storage '{storage}'; choose one of {', '.join(STORAGES)}")
+        plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
+        self.typestore = typestore_for(distro)
+        self.writer = Writer(Path(path), version=Writer.VERSION_LATEST, storage_plugin=plugin)
+        self._conns = {}
+
+    def __enter__(self) -> "OutputBag":
+        self.writer.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.writer.close()
+        else:
+            with contextlib.suppress(Exception):
+                self.writer.abort()
+
+    def connection(self, topic: str, msgtype: str, typestore=None):
+        """Return (creating once) the connection of ``topic``."""
+        if topic not in self._conns:
+            self._conns[topic] = self.writer.add_connection(
+                topic, msgtype, typestore=typestore or self.typestore)
+        return self._conns[topic]
+
+    def write_raw(self, topic: str, msgtype: str, bag_ns: int, raw: bytes,
+                  typestore=None) -> None:
+        """Write already-serialized CDR bytes (verbatim copy of an input message)."""
+        self.writer.write(self.connection(topic, msgtype, typestore), int(bag_ns), raw)
+
+    def write(self, topic: str, msgtype: str, bag_ns: int, msg) -> None:
+        """Serialize a rosbags message of this bag's type store and write it."""
+        raw = self.typestore.serialize_cdr(msg, msgtype)
+        self.writer.write(self.connection(topic, msgtype), int(bag_ns), raw)
+
+
+# -- message builders (rosbags types) ---------------------------------------------------
+def ros_time(typestore, ns: int):
+    """builtin_interfaces/Time from integer nanoseconds."""
+    Time = typestore.types["builtin_interfaces/msg/Time"]
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def header(typestore, ns: int, frame_id: str):
+    """std_msgs/Header."""
+    Header = typestore.types["std_msgs/msg/Header"]
+    return Header(stamp=ros_time(typestore, ns), frame_id=frame_id)
+
+
+def image_msg(typestore, arr: np.ndarray, encoding: str, hdr):
+    """sensor_msgs/Image (rosbags type) from a dense array in the encoding's layout."""
+    from .image_io import bytes_per_pixel
+    Image = typestore.types[IMAGE_TYPE]
+    arr = np.ascontiguousarray(arr)
+    height, width = arr.shape[:2]
+    return Image(header=hdr, height=int(height), width=int(width), encoding=encoding,
+                 is_bigendian=0, step=int(width * bytes_per_pixel(encoding)),
+                 data=arr.reshape(-1).view(np.uint8))
+
+
+def camera_info_msg(typestore, hdr, width: int, height: int, hfov_deg: float):
+    """Pinhole CameraInfo of a ``hfov_deg`` horizontal field of view, square pixels."""
+    CameraInfo = typestore.types[CAMERA_INFO_TYPE]
+    RoI = typestore.types["sensor_msgs/msg/RegionOfInterest"]
+    f = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    k = np.array([f, 0, cx, 0, f, cy, 0, 0, 1], dtype=np.float64)
+    p = np.array([f, 0, cx, 0, 0, f, cy, 0, 0, 0, 1, 0], dtype=np.float64)
+    return CameraInfo(header=hdr, height=int(height), width=int(width),
+                      distortion_model="plumb_bob", d=np.zeros(5), k=k,
+                      r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0,
+                      roi=RoI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+# -- video -> bag converter --------------------------------------------------------------
+DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000  # a fixed epoch: reproducible bags
+
+
+def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/camera/image_raw",
+             encoding: str = "rgb8", frame_id: str = "camera_optical_frame",
+             max_frames: Optional[int] = None, fps: Optional[float] = None,
+             start_ns: int = DEFAULT_START_NS, hfov_deg: Optional[float] = None,
+             gaze_topic: str = "/gaze/fixations", overwrite: bool = False,
+             distro: str = "humble", progress: bool = True,
+             compress: Optional[str] = None) -> dict:
+    """Turn a video (and its gaze file) into a rosbag2 of sensor_msgs/Image at the video rate.
+
+    Frame k is stamped ``start_ns + round(k * 1e9 / fps)`` (header and recording time).  With
+    ``hfov_deg`` a pinhole CameraInfo is written on ``<namespace>/camera_info`` for every
+    frame.  With ``gaze`` its fixations of frame k go to ``gaze_topic`` as a
+    geometry_msgs/PolygonStamped with the frame's stamp (x, y in pixels, z = observer id);
+    the gaze file must describe exactly this video's frame count.  With ``compress`` ("png",
+    lossless, or "jpeg") frames are sensor_msgs/CompressedImage on ``<topic>/compressed``
+    (the image_transport name).  Returns a summary dict.
+    """
+    from tqdm import tqdm
+    if compress not in (None, "png", "jpeg"):
+        raise BagError(f"make-bag: compress must be png or jpeg, got '{compress}'")
+    if encoding not in ("rgb8", "bgr8"):
+        raise BagError(f"make-bag: encoding must be rgb8 or bgr8, got '{encoding}'")
+    video = Path(video)
+    if not video.is_file():
+        raise BagError(f"{video}: no such video file")
+    check_output_path(out, overwrite, inputs=[video])
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise BagError(f"{video}: cannot open video (unknown format or corrupt file)")
+    try:
+        rate = float(fps) if fps else float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not rate > 0:
+            raise BagError(f"{video}: the video does not say its frame rate; pass --fps")
+        n_video = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        gaze_data = None
+        if gaze is not None:
+            from .gaze import load_gaze
+            gaze_data = load_gaze(gaze, n_frames=n_video)
+        total = n_video if max_frames is None else min(n_video, int(max_frames))
+        cam_ns = topic.rsplit("/", 1)[0]
+        info_topic = f"{cam_ns}/camera_info"
+        image_topic = f"{topic}/compressed" if compress else topic
+        count = 0
+        with atomic_bag_path(out, overwrite) as tmp, OutputBag(tmp, storage, distro) as bag:
+            ts = bag.typestore
+            Polygon = ts.types["geometry_msgs/msg/Polygon"]
+            PolygonStamped = ts.types["geometry_msgs/msg/PolygonStamped"]
+            Point32 = ts.types["geometry_msgs/msg/Point32"]
+            bar = tqdm(total=total, desc=f"make-bag {video.name}", unit="frame",
+                       disable=not progress)
+            while max_frames is None or count < int(max_frames):
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                ns = int(start_ns) + int(round(count * 1e9 / rate))
+                hdr = header(ts, ns, frame_id)
+                if compress:
+                    ok, buf = cv2.imencode(f".{compress}", bgr)
+                    Compressed = ts.types[COMPRESSED_TYPE]
+                    bag.write(image_topic, COMPRESSED_TYPE, ns,
+                              Compressed(header=hdr, format=compress, data=buf.reshape(-1)))
+                else:
+                    arr = bgr if encoding == "bgr8" else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    bag.write(topic, IMAGE_TYPE, ns, image_msg(ts, arr, encoding, hdr))
+                if hfov_deg is not None:
+                    bag.write(info_topic, CAMERA_INFO_TYPE, ns, camera_info_msg(
+                        ts, hdr, bgr.shape[1], bgr.shape[0], hfov_deg))
+                if gaze_data is not None:
+                    rows = gaze_data.fix_frame == count
+                    pts = [Point32(x=float(x), y=float(y), z=float(o)) for (x, y), o in
+                           zip(gaze_data.fix_xy[rows], gaze_data.fix_observer[rows])]
+                    bag.write(gaze_topic, "geometry_msgs/msg/PolygonStamped", ns,
+                              PolygonStamped(header=hdr, polygon=Polygon(points=pts)))
+                count += 1
+                bar.update(1)
+            bar.close()
+            if count == 0:
+                raise BagError(f"{video}: no frame could be decoded")
+            if max_frames is None and n_video and count != n_video:
+                raise BagError(f"{video}: the container says {n_video} frames but {count} "
+                               "were decoded; the file is truncated or corrupt")
+            # Which video frames the bag holds, so that a bag of the first N frames is still
+            # scored against the whole video's gaze file (sAUC draws from all its frames).
+            bag.writer.set_custom_data("skd.source_video", str(video.resolve()))
+            bag.writer.set_custom_data("skd.video_frames", str(n_video or count))
+            bag.writer.set_custom_data("skd.first_frame", "0")
+            bag.writer.set_custom_data("skd.fps", repr(rate))
+            if gaze_data is not None:
+                bag.writer.set_custom_data("skd.gaze", str(Path(gaze_data.path).resolve()))
+    finally:
+        cap.release()
+    return {"bag": str(out), "frames": count, "fps": rate, "topic": image_topic,
+            "camera_info": info_topic if hfov_deg is not None else None,
+            "gaze_topic": gaze_topic if gaze_data is not None else None, "storage": storage}

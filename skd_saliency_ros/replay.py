@@ -1,0 +1,583 @@
+"""``saliency_replay``: run the saliency model over recorded flights and score it against gaze.
+
+Offline (default): every image of the bag goes through the same ``SaliencyEngine``, peak
+finder and message builders as the node, as fast as the CPU/GPU allows, and a NEW bag is
+written with the input's camera topics plus ``<ns>/saliency`` (sensor_msgs/Image 32FC1),
+``<ns>/peaks`` and ``<ns>/bearings`` (geometry_msgs/PoseArray, bearings only when the bag has
+CameraInfo), all with the input image's header and recording time.  The input is only read.
+
+Live (``--live``): the bag is played into DDS at recorded speed (``--rate``) with /clock, a
+separately running saliency node answers, and the answers are recorded and counted
+(see replay_live.py).
+
+Evaluation: ``--gaze file.npz`` (the data bundle's format) scores every map with
+``metrics.score_sequence``, the function the training evaluate step uses, per bag and overall.
+
+Converter: ``saliency_replay make-bag --video V.mp4 [--gaze G.npz] --out B`` writes a video
+as sensor_msgs/Image frames at the video's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE, OutputBag, STORAGES,
+                     InputBag, atomic_bag_path, check_output_path, decode_rgb, make_bag,
+                     stamp_ns)
+
+PROG = "saliency_replay"
+#: Output namespace of the node with one camera: SaliencyNode publishes under ~/ .
+DEFAULT_NS = "/saliency_node"
+SALIENCY_TYPE = IMAGE_TYPE
+POSE_ARRAY_TYPE = "geometry_msgs/msg/PoseArray"
+MATCHES = ("index", "stamp")
+
+
+class ReplayError(ValueError):
+    """A replay option that cannot work (shown as one line, exit code 2)."""
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass
+class Settings:
+    """Node parameters replay honours, from the node's params file and the command line."""
+
+    model_path: str = ""
+    device: str = "auto"
+    backend: str = "torch"
+    threads: int = 0
+    max_gap_s: float = 0.5
+    top_k: int = 5
+    nms_radius: float = 0.1
+    min_score: float = 0.3
+    output_scale: float = 1.0
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+def read_params_file(path) -> Dict[str, object]:
+    """``ros__parameters`` of a ROS 2 params YAML (the first node section, or ``/**``)."""
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such params file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ReplayError(f"{path}: not valid YAML ({exc})") from exc
+    if isinstance(data, dict):
+        names = sorted(data, key=lambda n: n not in ("/**", "saliency_node", "/saliency_node"))
+        for name in names:  # the node's own section first, else the first one
+            section = data[name]
+            if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+                return dict(section["ros__parameters"])
+    raise ReplayError(f"{path}: no '<node>: ros__parameters:' section")
+
+
+def build_settings(args) -> Settings:
+    """Defaults of the node, then the params file, then explicit command-line options."""
+    values = {}
+    if args.params_file:
+        from .params import SPECS, validate
+        values = read_params_file(args.params_file)
+        # the node's own checks (use_sim_time and other ROS parameters are not the node's)
+        reason = validate({k: v for k, v in values.items() if k in SPECS})
+        if reason:
+            raise ReplayError(f"{args.params_file}: {reason}")
+    settings = Settings()
+    for name in ("model_path", "device", "backend", "threads", "max_gap_s", "top_k",
+                 "nms_radius", "min_score", "output_scale"):
+        if name in values:
+            setattr(settings, name, values[name])
+    for name, attr in (("model", "model_path"), ("device", "device"), ("backend", "backend")):
+        if getattr(args, name, None) is not None:
+            setattr(settings, attr, str(getattr(args, name)))
+    settings.extra = {k: v for k, v in values.items() if k not in asdict(Settings())}
+    return settings
+
+
+# --------------------------------------------------------------------------- messages
+def _ros_header(stamp: int, frame_id: str):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    return Header(stamp=Time(sec=int(stamp // 1_000_000_000), nanosec=int(stamp % 1_000_000_000)),
+                  frame_id=frame_id)
+
+
+def output_size(width: int, height: int, scale: float):
+    """(W, H) of ~/saliency for an input of width x height at ``output_scale``."""
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+class FrameOutputs:
+    """The node's three outputs for one frame, serialized exactly as the node publishes them."""
+
+    def __init__(self, settings: Settings):
+        from rclpy.serialization import serialize_message
+        self._serialize = serialize_message
+        self.settings = settings
+
+    def build(self, result, image_size, header_stamp: int, frame_id: str, camera_info):
+        """Return {suffix: (msgtype, cdr bytes)} for saliency, peaks and (with K) bearings."""
+        from .engine import upsample
+        from .image_io import numpy_to_image
+        from .outputs import bearings_msg, peaks_msg
+        from .peaks import find_peaks
+        s = self.settings
+        width, height = image_size
+        out_w, out_h = output_size(width, height, float(s.output_scale))
+        header = _ros_header(header_stamp, frame_id)
+        sal = upsample(result.saliency, (out_h, out_w))
+        peaks = find_peaks(result.saliency, (width, height), top_k=int(s.top_k),
+                           nms_radius=float(s.nms_radius), min_score=float(s.min_score))
+        msgs = {"saliency": (SALIENCY_TYPE, numpy_to_image(sal, "32FC1", header)),
+                "peaks": (POSE_ARRAY_TYPE, peaks_msg(header, peaks))}
+        rays = bearings_for(peaks, camera_info, width, height)
+        if rays is not None:
+            msgs["bearings"] = (POSE_ARRAY_TYPE, bearings_msg(header, rays))
+        return {k: (t, self._serialize(m)) for k, (t, m) in msgs.items()}, peaks
+
+
+def bearings_for(peaks, info, width: int, height: int) -> Optional[np.ndarray]:
+    """Bearing rays of ``peaks`` as the node computes them, or None where it publishes none.
+
+    None: no CameraInfo, a CameraInfo of another image size, or an unusable K or D.
+    """
+    from .peaks import pixels_to_bearings
+    if info is None or (int(info.width), int(info.height)) not in ((0, 0), (width, height)):
+        return None
+    if not peaks:
+        return np.zeros((0, 3))
+    try:
+        return pixels_to_bearings([[p.x, p.y] for p in peaks], np.asarray(info.k),
+                                  np.asarray(info.d), info.distortion_model)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- gaze matching
+def expected_gaze_frames(bag: InputBag) -> int:
+    """Frame count a gaze file for ``bag`` must have.
+
+    The source video's when make-bag recorded it (a bag of the first N frames of a video),
+    else the number of images in the bag.
+    """
+    declared = bag.custom_data.get("skd.video_frames")
+    try:
+        return int(declared) if declared is not None else bag.image_count
+    except ValueError:
+        return bag.image_count
+
+
+def load_sequence_gaze(path, bag: InputBag, match: str):
+    """Load a gaze file for ``bag``; in index mode its frame count must match the bag."""
+    from .gaze import GazeError, load_gaze
+    gaze = load_gaze(path)
+    if match == "index":
+        expected = expected_gaze_frames(bag)
+        if gaze.n_frames != expected:
+            source = ("its source video" if "skd.video_frames" in bag.custom_data
+                      else f"'{bag.image_topic}'")
+            raise GazeError(f"{path}: gaze file has {gaze.n_frames} frames but bag "
+                            f"{bag.path} has {expected} on {source}; wrong gaze file for "
+                            "this bag (or use --match stamp for a bag with dropped frames)")
+    return gaze
+
+
+class FrameMatcher:
+    """Image ordinal / stamp -> gaze frame index."""
+
+    def __init__(self, match: str, gaze):
+        self.match, self.gaze, self.t0 = match, gaze, None
+
+    def __call__(self, ordinal: int, stamp: int) -> int:
+        """Gaze frame index of the image with this ordinal and header stamp (ns)."""
+        if self.match == "index":
+            return ordinal
+        if self.t0 is None:
+            self.t0 = stamp
+        k = int(round((stamp - self.t0) * float(self.gaze.fps) / 1e9))
+        if not 0 <= k < self.gaze.n_frames:
+            raise ReplayError(f"{self.gaze.path}: image stamped {stamp / 1e9:.3f} s maps to "
+                              f"gaze frame {k}, outside [0, {self.gaze.n_frames}) "
+                              "(use --match index, or a gaze file of this flight)")
+        return k
+
+
+# --------------------------------------------------------------------------- offline
+def input_storage(path: Path) -> str:
+    """Storage plugin of an existing bag (sqlite3 or mcap), for "same as input"."""
+    if path.is_file():
+        return "mcap" if path.suffix == ".mcap" else "sqlite3"
+    meta = path / "metadata.yaml"
+    try:
+        import yaml
+        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        return "mcap" if info.get("storage_identifier") == "mcap" else "sqlite3"
+    except Exception:  # noqa: BLE001 - the reader reports a broken bag properly later
+        return "sqlite3"
+
+
+def default_output(bag: Path) -> Path:
+    """``<bag>_saliency`` beside the input (``x.mcap`` -> ``x_saliency``)."""
+    stem = bag.stem if bag.is_file() else bag.name
+    return bag.parent / f"{stem}_saliency"
+
+
+def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settings,
+                   args, gaze_path: Optional[Path] = None) -> dict:
+    """Run one bag through the engine; write ``out`` (unless None); score against gaze."""
+    from tqdm import tqdm
+
+    from .image_io import ImageEncodingError
+    outputs = FrameOutputs(settings)
+    ns = args.ns.rstrip("/")
+    stats = {"bag": str(bag_path), "frames": 0, "invalid": 0, "resets": 0, "peaks": 0}
+    maps: List = []
+    with InputBag(bag_path, topic=args.topic, distro=args.distro) as bag:
+        gaze = load_sequence_gaze(gaze_path, bag, args.match) if gaze_path else None
+        matcher = FrameMatcher(args.match, gaze) if gaze is not None else None
+        total = bag.image_count if args.max_frames is None else min(bag.image_count,
+                                                                    args.max_frames)
+        stats.update(topic=bag.image_topic, camera_info=bag.info_topic, images_in_bag=total)
+        storage = args.storage or input_storage(bag_path)
+        writing = out is not None
+        with _maybe_output(out, args.overwrite, storage, args.distro) as obag:
+            bar = tqdm(total=total, desc=f"replay {bag_path.name}", unit="frame",
+                       disable=not args.progress)
+            info, ordinal, started = None, -1, time.perf_counter()
+            pending: List[tuple] = []
+            # CameraInfo by header stamp: a camera's info often follows its image in the bag
+            infos: Dict[int, object] = {}
+
+            def flush():
+                """One batched inference for the pending frames, then their outputs."""
+                results = engine.step_many([(bag.image_topic, rgb, stamp / 1e9)
+                                            for _, _, rgb, stamp, _ in pending])
+                for (k, m, rgb, stamp, cam), result in zip(pending, results):
+                    cam = infos.get(stamp, cam)
+                    stats["frames"] += 1
+                    stats["resets"] += int(result.reset_reason is not None and k > 0)
+                    if writing or matcher is None:
+                        msgs, peaks = outputs.build(result, (rgb.shape[1], rgb.shape[0]),
+                                                    stamp, m.msg.header.frame_id, cam)
+                        stats["peaks"] += len(peaks)
+                        for suffix, (msgtype, raw) in msgs.items():
+                            if writing:
+                                obag.write_raw(f"{ns}/{suffix}", msgtype, m.bag_ns, raw)
+                    if matcher is not None:
+                        maps.append((matcher(k, stamp), result.saliency))
+                    bar.update(1)
+                pending.clear()
+                infos.clear()
+
+            for m in bag.messages():
+                if m.topic == bag.info_topic:
+                    info = m.msg
+                    infos[stamp_ns(m.msg.header.stamp)] = m.msg
+                    if writing:
+                        obag.write_raw(m.topic, CAMERA_INFO_TYPE, m.bag_ns, m.raw,
+                                       typestore=bag.reader.typestore)
+                    continue
+                ordinal += 1
+                if args.max_frames is not None and ordinal >= args.max_frames:
+                    break
+                if writing:
+                    obag.write_raw(m.topic, m.msgtype, m.bag_ns, m.raw,
+                                   typestore=bag.reader.typestore)
+                try:
+                    rgb = decode_rgb(m.msg, m.msgtype)
+                except ImageEncodingError as exc:
+                    stats["invalid"] += 1
+                    bar.update(1)
+                    if stats["invalid"] <= 3:
+                        print(f"{PROG}: {bag_path}: image {ordinal} skipped: {exc}",
+                              file=sys.stderr)
+                    continue
+                if len(pending) >= args.batch:  # flushed only now: its infos have arrived
+                    flush()
+                pending.append((ordinal, m, rgb, stamp_ns(m.msg.header.stamp), info))
+            if pending:
+                flush()
+            bar.close()
+            elapsed = time.perf_counter() - started
+            if stats["frames"] == 0:
+                raise BagError(f"{bag_path}: no image on '{bag.image_topic}' could be decoded")
+    stats["seconds"] = round(elapsed, 3)
+    stats["fps"] = round(stats["frames"] / elapsed, 2) if elapsed > 0 else None
+    stats["output"] = str(out) if out is not None else None
+    if gaze is not None:
+        from .metrics import EvalProtocol, score_sequence
+        scored = score_sequence(maps, gaze, EvalProtocol())
+        stats["gaze"] = str(gaze_path)
+        stats["metrics"] = scored["mean"]
+        stats["scored_frames"] = scored["n_frames"]
+        stats["per_frame"] = scored["per_frame"]
+    return stats
+
+
+@contextlib.contextmanager
+def _maybe_output(out, overwrite, storage, distro):
+    """Atomic output bag when ``out`` is set; None otherwise."""
+    if out is None:
+        yield None
+        return
+    with atomic_bag_path(out, overwrite) as tmp, OutputBag(tmp, storage, distro) as bag:
+        yield bag
+
+
+# --------------------------------------------------------------------------- reporting
+def overall_metrics(sequences: List[dict]) -> Optional[dict]:
+    """Frame-weighted mean over every scored frame of every sequence."""
+    from .metrics import METRIC_KEYS
+    frames = [f for s in sequences for f in s.get("per_frame", [])]
+    if not frames:
+        return None
+    out = {k: float(np.mean([f[k] for f in frames])) for k in METRIC_KEYS}
+    out["n_frames"] = len(frames)
+    return out
+
+
+def metrics_line(metrics: dict) -> str:
+    """One-line metric summary (same order as the training evaluate table)."""
+    return (f"AUC-J {metrics['auc_judd']:.3f}  sAUC {metrics['auc_shuffled']:.3f}  "
+            f"NSS {metrics['nss']:.3f}  SIM {metrics['sim']:.3f}  CC {metrics['cc']:.3f}  "
+            f"KLD {metrics['kld']:.3f}")
+
+
+def summary_line(stats: dict) -> str:
+    """frames, frames/s, metrics of one sequence."""
+    line = (f"{Path(stats['bag']).name}: {stats['frames']} frames in {stats['seconds']:.1f} s "
+            f"({stats['fps']} frames/s)")
+    if stats.get("invalid"):
+        line += f", {stats['invalid']} invalid"
+    if stats.get("metrics"):
+        line += f"; {metrics_line(stats['metrics'])} ({stats['scored_frames']} scored)"
+    return line
+
+
+# --------------------------------------------------------------------------- CLI
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Replay rosbag2 bags through the saliency model (offline, or "
+        "live into a running node) and score them against gaze. "
+        f"Video -> bag converter: '{PROG} make-bag -h'.")
+    p.add_argument("bags", nargs="+", type=Path, help="rosbag2 directories or .db3/.mcap files")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output bag (one input) or directory of output bags (several); "
+                        "default <bag>_saliency beside each input")
+    p.add_argument("--no-output", action="store_true",
+                   help="offline: only score / time, write no bag")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--storage", choices=STORAGES, default=None,
+                   help="output storage (default: the input's)")
+    p.add_argument("--topic", default=None,
+                   help="image topic (default: the bag's only Image/CompressedImage topic)")
+    p.add_argument("--ns", default=DEFAULT_NS,
+                   help="namespace of the output topics (default %(default)s, the node's ~/)")
+    p.add_argument("--gaze", type=Path, nargs="+", default=None,
+                   help="gaze .npz per bag (same order) to score the maps")
+    p.add_argument("--match", choices=MATCHES, default="index",
+                   help="gaze frame of an image: its index in the bag, or its stamp relative "
+                        "to the first image times the gaze fps (default %(default)s)")
+    p.add_argument("--json", type=Path, default=None, help="write metrics and stats here")
+    p.add_argument("--params-file", type=Path, default=None,
+                   help="the node's params YAML (config/saliency.yaml): model, top_k, ...")
+    p.add_argument("--model", default=None, help="checkpoint or ONNX (overrides params file)")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default=None, choices=("torch", "onnxruntime"))
+    p.add_argument("--distro", choices=DISTROS, default="humble",
+                   help="type store for bags without stored definitions / for output types")
+    p.add_argument("--max-frames", type=int, default=None, help="only the first N images")
+    p.add_argument("--batch", type=int, default=64,
+                   help="offline: frames per batched inference (default %(default)s, the "
+                        "training evaluate step's, so both compute bit-identical maps)")
+    p.add_argument("--live", action="store_true",
+                   help="play into DDS at recorded speed and record a running node's answers")
+    p.add_argument("--rate", type=float, default=1.0, help="live: playback speed factor")
+    p.add_argument("--wait", type=float, default=30.0,
+                   help="live: seconds to wait for the node to appear (default %(default)s)")
+    p.add_argument("--drain", type=float, default=2.0,
+                   help="live: seconds to wait for answers after the last frame")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def _make_bag_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"{PROG} make-bag",
+                                description="Convert a video (and its gaze) into a rosbag2 "
+                                "of sensor_msgs/Image frames at the video's rate.")
+    p.add_argument("--video", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="bag directory to create")
+    p.add_argument("--gaze", type=Path, default=None,
+                   help="gaze .npz of the video: checked against the frame count and written "
+                        "as geometry_msgs/PolygonStamped on --gaze-topic")
+    p.add_argument("--storage", choices=STORAGES, default="sqlite3")
+    p.add_argument("--topic", default="/camera/image_raw")
+    p.add_argument("--gaze-topic", default="/gaze/fixations")
+    p.add_argument("--frame-id", default="camera_optical_frame")
+    p.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8")
+    p.add_argument("--compress", choices=("png", "jpeg"), default=None,
+                   help="write sensor_msgs/CompressedImage on <topic>/compressed instead "
+                        "(png is lossless)")
+    p.add_argument("--hfov", type=float, default=None,
+                   help="write a pinhole CameraInfo with this horizontal field of view (deg)")
+    p.add_argument("--fps", type=float, default=None, help="override the video's frame rate")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--distro", choices=DISTROS, default="humble")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def _outputs_for(args) -> List[Optional[Path]]:
+    if args.no_output or args.live and args.out is None:
+        return [None] * len(args.bags)
+    if args.out is None:
+        outs = [default_output(b) for b in args.bags]
+    elif len(args.bags) == 1:
+        outs = [args.out]
+    else:
+        outs = [args.out / (default_output(b).name) for b in args.bags]
+    for out in outs:
+        check_output_path(out, args.overwrite, inputs=args.bags)
+    if len(set(outs)) != len(outs):
+        raise ReplayError("two input bags would write the same output; rename one")
+    return outs
+
+
+def _check_args(args) -> None:
+    if args.gaze is not None and len(args.gaze) != len(args.bags):
+        raise ReplayError(f"--gaze lists {len(args.gaze)} file(s) for {len(args.bags)} bag(s); "
+                          "give one per bag, in the same order")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ReplayError("--max-frames must be >= 1")
+    if args.batch < 1:
+        raise ReplayError("--batch must be >= 1")
+    if not args.rate > 0:
+        raise ReplayError("--rate must be > 0")
+    names = [b.name for b in args.bags]
+    if len(set(names)) != len(names):
+        raise ReplayError("two input bags have the same name; their results would clash")
+
+
+def run(args) -> int:
+    """Offline or live replay of every bag; print the summary; write --json."""
+    _check_args(args)
+    outs = _outputs_for(args)
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        raise ReplayError(f"{args.json}: already exists (pass --overwrite to replace it)")
+    gazes = args.gaze or [None] * len(args.bags)
+    settings = build_settings(args)
+    for bag_path, gaze_path in zip(args.bags, gazes):  # fail fast, before loading a model
+        with InputBag(bag_path, topic=args.topic, distro=args.distro) as bag:
+            if gaze_path is not None:
+                load_sequence_gaze(gaze_path, bag, args.match)
+    if args.live:
+        from .replay_live import replay_live
+        results = [replay_live(b, o, settings, args, g) for b, o, g in zip(args.bags, outs,
+                                                                           gazes)]
+        report = {"mode": "live", "sequences": {b.name: r for b, r in zip(args.bags, results)}}
+    else:
+        from .engine import SaliencyEngine
+        engine = SaliencyEngine(model_path=settings.model_path or None, device=settings.device,
+                                backend=settings.backend, max_gap_s=settings.max_gap_s,
+                                threads=int(settings.threads) or None)
+        results = []
+        for bag, out, gaze in zip(args.bags, outs, gazes):
+            engine.reset()
+            stats = replay_offline(bag, out, engine, settings, args, gaze)
+            print(f"{PROG}: {summary_line(stats)}", flush=True)
+            results.append(stats)
+        report = {"mode": "offline", "model": _jsonable(engine.model_info),
+                  "device": engine.device, "backend": engine.backend,
+                  "sequences": {b.name: r for b, r in zip(args.bags, results)}}
+        frames = sum(r["frames"] for r in results)
+        seconds = sum(r["seconds"] for r in results)
+        overall = overall_metrics(results)
+        report["overall"] = {"frames": frames, "seconds": round(seconds, 3),
+                             "fps": round(frames / seconds, 2) if seconds else None,
+                             "metrics": overall}
+        line = f"{PROG}: overall: {frames} frames, {report['overall']['fps']} frames/s"
+        if overall:
+            line += f"; {metrics_line(overall)} ({overall['n_frames']} scored)"
+        print(line, flush=True)
+    report["settings"] = _jsonable(asdict(settings))
+    report["match"] = args.match
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_jsonable(report), indent=1))
+        print(f"{PROG}: wrote {args.json}")
+    return 0
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def run_make_bag(args) -> int:
+    """Run the make-bag subcommand."""
+    info = make_bag(args.video, args.out, gaze=args.gaze, storage=args.storage,
+                    topic=args.topic, encoding=args.encoding, frame_id=args.frame_id,
+                    max_frames=args.max_frames, fps=args.fps, hfov_deg=args.hfov,
+                    gaze_topic=args.gaze_topic, overwrite=args.overwrite, distro=args.distro,
+                    progress=args.progress, compress=args.compress)
+    print(f"{PROG} make-bag: wrote {info['bag']} ({info['storage']}): {info['frames']} frames "
+          f"at {info['fps']:g} fps on {info['topic']}"
+          + (f", CameraInfo on {info['camera_info']}" if info["camera_info"] else "")
+          + (f", gaze on {info['gaze_topic']}" if info["gaze_topic"] else ""), flush=True)
+    return 0
+
+
+USER_ERRORS = ("BagError", "ReplayError", "GazeError", "CheckpointError", "ImageEncodingError",
+               "ArchitectureError")
+
+
+def _terminate(signum, frame):  # pragma: no cover - exercised by a real SIGTERM
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point; user errors print one line and exit 2, Ctrl-C exits 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminate)  # clean up the partial output bag on kill
+    sub = argv[0] if argv else None
+    if sub == "make-bag":
+        args, func = _make_bag_parser().parse_args(argv[1:]), run_make_bag
+    else:
+        if sub == "run":
+            argv = argv[1:]
+        args, func = _run_parser().parse_args(argv), run
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output bag was left under the final name",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - only user-error types are turned into one line
+        if any(c.__name__ in USER_ERRORS for c in type(exc).__mro__) \
+                or isinstance(exc, FileNotFoundError):
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
