@@ -1,0 +1,1 @@
+"""Benchmarks that need more than one process (the ROS node overhead benchmark)."""
