@@ -1,0 +1,79 @@
+"""One CLI for the offline pipeline: ``python -m training <step> ...``.
+
+Steps, in the order of docs/TRAINING.md: teach (cache teacher maps), distill (step 1, one
+student), transfer (step 2, fused model), evaluate (metric tables, ROC plot), bench (speed
+tables), export (ONNX).  Each step is a module with ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their step runs, so one step's missing
+dependency never breaks another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+STEPS = {
+    "teach": ("training.teach", "compute and cache teacher maps for the data bundle"),
+    "distill": ("training.distill", "step 1: distil a spatial or temporal student"),
+    "transfer": ("training.transfer", "step 2: train the fused model from the two students"),
+    "evaluate": ("training.evaluate", "score models on a video with gaze (Table I, ROC)"),
+    "bench": ("training.bench", "speed and memory tables (Table V)"),
+    "export": ("training.export", "export a checkpoint to ONNX"),
+}
+
+# Errors that are the user's input, not a bug: print one line, exit 2.
+USER_ERRORS = ("TrainingError", "CheckpointError", "DatasetError", "TeacherError",
+               "GazeError", "ArchitectureError", "EvaluationError", "ExportError",
+               "BenchError", "ImageEncodingError")
+
+
+def _load_step(name: str):
+    module_name = STEPS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise SystemExit(f"python -m training {name}: the step module {module_name} is not "
+                             "installed in this checkout") from exc
+        raise SystemExit(f"python -m training {name}: cannot import {module_name}: "
+                         f"missing module '{exc.name}'") from exc
+    for attr in ("add_arguments", "run"):
+        if not hasattr(module, attr):
+            raise SystemExit(f"python -m training {name}: {module_name} lacks {attr}()")
+    return module
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse ``<step> [options]`` and run the step; user errors exit 2 with one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__.split("\n\n")[0],
+        epilog="steps:\n" + "\n".join(f"  {k:9s} {v[1]}" for k, v in STEPS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("step", choices=sorted(STEPS), metavar="step",
+                     help="one of: " + ", ".join(STEPS))
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    if argv[0] not in STEPS:
+        top.parse_args(argv[:1])  # argparse prints the choices and exits 2
+    name = argv[0]
+    module = _load_step(name)
+    parser = argparse.ArgumentParser(prog=f"python -m training {name}",
+                                     description=STEPS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except Exception as exc:  # noqa: BLE001 - only known user-error types are caught below
+        if any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__) \
+                or isinstance(exc, FileNotFoundError):
+            print(f"python -m training {name}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Write the model card (JSON + Markdown) that sits beside a shipped checkpoint.
+
+``python -m training.card CHECKPOINT EVAL_JSON [--overwrite]`` writes ``<checkpoint>.json``
+and ``<checkpoint>.md``: what the model is, how it was trained (from the checkpoint's own
+metadata) and its scores from an evaluate-step JSON.  Both are derived, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from skd_saliency_ros.checkpoint import CheckpointError, read_checkpoint
+from skd_saliency_ros.models import build_model, count_parameters
+
+from .evaluate import TABLE_COLUMNS, markdown_table
+
+
+def build_card(checkpoint: Path, evaluation: Dict[str, Any]) -> Dict[str, Any]:
+    """Card dict from a checkpoint's metadata and an evaluate-step result."""
+    payload = read_checkpoint(checkpoint)
+    meta = payload.get("meta", {})
+    model = build_model(payload["kind"], payload["arch"])
+    keep = ("step", "init", "lambda", "steps", "batch_size", "lr", "weight_decay", "seed",
+            "hflip", "teachers", "soft_teachers", "data", "train_time_s", "threads",
+            "world_size", "command")
+    students = {k: {key: v.get("meta", {}).get(key) for key in
+                    ("lambda", "steps", "batch_size", "teachers", "train_time_s", "command")}
+                for k, v in meta.get("students", {}).items()}
+    return {
+        "file": checkpoint.name,
+        "kind": payload["kind"], "arch": payload["arch"].get("name"),
+        "resolution": payload["resolution"], "parameters": count_parameters(model),
+        "created": payload.get("created"), "code_version": payload.get("code_version"),
+        "training": {k: meta.get(k) for k in keep},
+        "students": students,
+        "validation_during_training": meta.get("validation"),
+        "evaluation": evaluation,
+    }
+
+
+def card_markdown(card: Dict[str, Any]) -> str:
+    """Human-readable card."""
+    t = card["training"]
+    lines = [f"# {card['file']}", "",
+             f"{card['kind']} model, architecture `{card['arch']}`, R = {card['resolution']}, "
+             f"{card['parameters']:,} parameters; created {card['created']} "
+             f"({card['code_version']}).", "",
+             "## Training", "",
+             f"- step: {t.get('step')} (init: {t.get('init')}), lambda {t.get('lambda')}, "
+             f"{t.get('steps')} steps x batch {t.get('batch_size')}, Adam lr {t.get('lr')}, "
+             f"weight decay {t.get('weight_decay')}, seed {t.get('seed')}",
+             f"- teachers: {t.get('teachers')}",
+             f"- training time: {t.get('train_time_s')} s on {t.get('threads')} thread(s)",
+             f"- data: {_data_line(t.get('data'))}",
+             f"- command: `{t.get('command')}`"]
+    for kind, s in card["students"].items():
+        lines.append(f"- {kind} student: lambda {s.get('lambda')}, {s.get('steps')} steps x "
+                     f"batch {s.get('batch_size')}, {s.get('train_time_s')} s, "
+                     f"command `{s.get('command')}`")
+    ev = card["evaluation"]
+    lines += ["", "## Validation (group2, held out from training)", ""]
+    lines.append(markdown_table(ev["models"], f"{Path(ev['meta']['video']).name}, "
+                                f"{_n(ev)} frames with fixations").rstrip())
+    lines += ["", f"Metrics: {', '.join(c for _, c in TABLE_COLUMNS)} as in "
+              "skd_saliency_ros.metrics (MIT conventions); see docs/RESULTS.md."]
+    return "\n".join(lines) + "\n"
+
+
+def _n(ev: Dict[str, Any]) -> Optional[int]:
+    return next(iter(ev["models"].values())).get("n_frames")
+
+
+def _data_line(data: Optional[Dict[str, Any]]) -> str:
+    if not data:
+        return "?"
+    train = ", ".join(f"{d['name']} ({d['used']})" for d in data.get("train", []))
+    val = data.get("val") or {}
+    return f"train on {train}; validate on {val.get('name')}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m training.card", description=__doc__)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("evaluation", type=Path, help="JSON written by the evaluate step")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    outs = [args.checkpoint.with_suffix(".json"), args.checkpoint.with_suffix(".md")]
+    for path in outs:
+        if path.exists() and not args.overwrite:
+            print(f"{path}: already exists; pass --overwrite", file=sys.stderr)
+            return 2
+    try:
+        evaluation = json.loads(args.evaluation.read_text())
+        card = build_card(args.checkpoint, evaluation)
+    except (OSError, ValueError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    outs[0].write_text(json.dumps(card, indent=1) + "\n")
+    outs[1].write_text(card_markdown(card))
+    for path in outs:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

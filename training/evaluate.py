@@ -1,0 +1,374 @@
+"""The evaluate step: score saliency models on one video with gaze, as the paper's Table I.
+
+``python -m training evaluate --video V.mp4 --gaze V_gaze.npz
+--models default,center,spatial-teacher,temporal-teacher --json out.json``
+
+Models (comma-separated, any mix):
+
+* ``default``: the shipped checkpoint (``skd_saliency_ros.checkpoint.DEFAULT_MODEL``);
+* a checkpoint path (``*.pt``): any student or fused model, run at its own resolution;
+* ``center``: the AVS1K centre prior of the data bundle (``center-uav2``: the EyeTrackUAV2 one);
+* ``spatial-teacher`` / ``temporal-teacher``: the teachers named by ``--spatial-teacher`` /
+  ``--temporal-teacher``; ``teacher:<spec>``: any other teacher (e.g. ``teacher:fine-grained``).
+
+Every model is scored with ``metrics.score_sequence`` (MIT conventions, eval maps at 1/4 of the
+video size), averaged over frames with at least one fixation.  Student / fused models see frame t
+paired with t-1 at their R (first frame with itself) and their output is min-max normalised per
+frame; teachers run on the full-resolution frames (``--teacher-maps direct``, the default) or
+come from the training cache at ``--teacher-resolution`` (``--teacher-maps cache``).
+
+Writes the JSON (``{"models": {name: {auc_judd, auc_shuffled, nss, sim, cc, kld, n_frames,
+...}}, "meta": {...}}``), a Markdown table in Table I's layout (``--markdown``, default beside
+the JSON) and a pooled ROC plot (``--roc``, default beside the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import cv2
+import numpy as np
+
+
+class EvaluationError(ValueError):
+    """A model name, file or option the evaluate step cannot use."""
+
+
+TABLE_COLUMNS = (("auc_judd", "AUC"), ("auc_shuffled", "sAUC"), ("nss", "NSS"),
+                 ("sim", "SIM"), ("cc", "CC"), ("kld", "KLD"))
+PRIORS = {"center": "avs1k_center_prior.npz", "center-uav2": "uav2_center_prior.npz"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m training evaluate``."""
+    from .paths import default_cache_dir, default_data_dir
+    from .teachers import DEFAULT_SPATIAL, DEFAULT_TEMPORAL
+
+    parser.add_argument("--video", type=Path, required=True, help="video (mp4/avi) to score on")
+    parser.add_argument("--gaze", type=Path, required=True, help="its gaze file (.npz)")
+    parser.add_argument("--models", default="default,center,spatial-teacher,temporal-teacher",
+                        help="comma-separated: default, center, center-uav2, spatial-teacher, "
+                             "temporal-teacher, teacher:<spec>, or checkpoint paths "
+                             "(default: %(default)s)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="Table I Markdown (default: <json>.md when --json is given)")
+    parser.add_argument("--roc", type=Path, default=None,
+                        help="ROC plot PNG (default: <json>.roc.png when --json is given)")
+    parser.add_argument("--title", default=None, help="caption of the table and plot")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="score only the first n frames")
+    parser.add_argument("--teacher-resolution", type=int, default=256,
+                        help="square size at which teacher maps are read from the cache "
+                             "before scoring at the eval size (default 256)")
+    parser.add_argument("--teacher-maps", choices=("direct", "cache"), default="direct",
+                        help="direct: run teachers on the full-resolution frames (their true "
+                             "quality); cache: read the uint8 training cache at "
+                             "--teacher-resolution (what the students saw); default direct")
+    parser.add_argument("--spatial-teacher", default=DEFAULT_SPATIAL,
+                        help="teacher behind 'spatial-teacher' (default: %(default)s)")
+    parser.add_argument("--temporal-teacher", default=DEFAULT_TEMPORAL,
+                        help="teacher behind 'temporal-teacher' (default: %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
+                        help="data bundle holding priors/ (default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                        help="teacher-map cache (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing --json/--markdown/--roc files")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+# --------------------------------------------------------------------------- model sources
+class _Context:
+    """Lazily prepared frames / teacher maps of the evaluated video, shared by all models."""
+
+    def __init__(self, args: argparse.Namespace, gaze):
+        from .datasets import VideoSource
+
+        if not args.video.is_file():
+            raise EvaluationError(f"{args.video}: no such video file")
+        self.args = args
+        self.gaze = gaze
+        self.source = VideoSource(args.video, gaze_path=args.gaze)
+        self._prepared: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
+        if args.teacher_resolution % 4 or args.teacher_resolution < 8:
+            raise EvaluationError(f"--teacher-resolution must be a multiple of 4, >= 8; got "
+                                  f"{args.teacher_resolution}")
+
+    def prepared(self, resolution: int, teachers=()):
+        """Frames (and teacher maps) at ``resolution``; frames-only results are kept."""
+        from .datasets import prepare_source
+
+        key = (resolution, tuple(t.name for t in teachers))
+        if key in self._prepared:
+            return self._prepared[key]
+        prepared = prepare_source(self.source, resolution, list(teachers),
+                                  cache_dir=self.args.cache_dir,
+                                  max_frames=self.args.max_frames, progress=self.args.progress)
+        if not teachers:  # teacher maps are big at the default 256: not kept
+            self._prepared[key] = prepared
+        return prepared
+
+    def frame_count(self) -> int:
+        """Frames to score for maps that need no video (the priors)."""
+        n = int(self.gaze.n_frames)
+        return n if self.args.max_frames is None else min(n, self.args.max_frames)
+
+
+def _checkpoint_maps(ctx: _Context, path: Path) -> Tuple[Dict[str, Any], Iterator]:
+    from skd_saliency_ros.checkpoint import load_checkpoint
+    from skd_saliency_ros.models import count_parameters
+
+    from .predict import predict_maps
+
+    model, payload = load_checkpoint(path)
+    resolution = int(payload["resolution"])
+    frames = ctx.prepared(resolution).frames
+    info = {"type": "checkpoint", "path": str(path), "kind": payload["kind"],
+            "arch": payload["arch"].get("name", "?"), "resolution": resolution,
+            "params": count_parameters(model)}
+    return info, predict_maps(model, frames, range(len(frames)))
+
+
+def _teacher_maps(ctx: _Context, spec: str) -> Tuple[Dict[str, Any], Iterator]:
+    from .teachers import get_teacher
+
+    teacher = get_teacher(spec)
+    if ctx.args.teacher_maps == "direct":
+        return _teacher_maps_direct(ctx, teacher)
+    prepared = ctx.prepared(ctx.args.teacher_resolution, [teacher])
+    maps = prepared.teacher_maps[teacher.name]
+    info = {"type": "teacher", "teacher": teacher.name, "kind": teacher.kind,
+            "resolution": ctx.args.teacher_resolution}
+    return info, ((k, maps[k]) for k in range(len(maps)))
+
+
+def _teacher_maps_direct(ctx: _Context, teacher) -> Tuple[Dict[str, Any], Iterator]:
+    """Run the teacher on every full-resolution frame (no cache, no uint8 storage).
+
+    Each map is shrunk to the eval size with area interpolation right away, which is what
+    ``score_sequence`` would do with the full-size map, so the scores are the same.
+    """
+    from skd_saliency_ros.metrics import EvalProtocol
+
+    eval_h, eval_w = EvalProtocol().eval_shape(ctx.gaze)
+    n = ctx.source.n_frames if ctx.args.max_frames is None else \
+        min(ctx.source.n_frames, ctx.args.max_frames)
+
+    def maps():
+        prev = None
+        for k, frame in enumerate(ctx.source.frames(0, n)):
+            sal = teacher(frame, prev if teacher.kind == "temporal" else None)
+            yield k, cv2.resize(sal, (eval_w, eval_h), interpolation=cv2.INTER_AREA)
+            prev = frame
+
+    info = {"type": "teacher", "teacher": teacher.name, "kind": teacher.kind,
+            "resolution": "full (direct)"}
+    return info, maps()
+
+
+def _prior_maps(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
+    path = ctx.args.data_dir / "priors" / PRIORS[name]
+    try:
+        with np.load(path) as data:
+            prior = np.asarray(data["mean_prior"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise EvaluationError(f"{path}: cannot read the centre prior 'mean_prior' "
+                              f"({type(exc).__name__}: {exc})") from exc
+    n = ctx.frame_count()
+    info = {"type": "prior", "path": str(path), "kind": "prior", "params": 0}
+    return info, ((k, prior) for k in range(n))
+
+
+def resolve_model(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
+    """Map a ``--models`` entry to (info, iterator of (frame_index, map))."""
+    from skd_saliency_ros.checkpoint import DEFAULT_MODEL
+
+    if name == "default":
+        return _checkpoint_maps(ctx, DEFAULT_MODEL)
+    if name in PRIORS:
+        return _prior_maps(ctx, name)
+    if name == "spatial-teacher":
+        return _teacher_maps(ctx, ctx.args.spatial_teacher)
+    if name == "temporal-teacher":
+        return _teacher_maps(ctx, ctx.args.temporal_teacher)
+    if name.startswith("teacher:"):
+        return _teacher_maps(ctx, name.split(":", 1)[1])
+    path = Path(name)
+    if path.suffix == ".pt" or path.exists():
+        return _checkpoint_maps(ctx, path)
+    raise EvaluationError(f"--models: '{name}' is not a model name (default, center, "
+                          "center-uav2, spatial-teacher, temporal-teacher, teacher:<spec>) "
+                          "nor an existing checkpoint file")
+
+
+# --------------------------------------------------------------------------- ROC
+class PooledROC:
+    """ROC pooled over frames: fixated eval pixels vs all eval pixels (AUC-Judd's sets)."""
+
+    BINS = 1000
+
+    def __init__(self):
+        self.pos = np.zeros(self.BINS, dtype=np.int64)
+        self.neg = np.zeros(self.BINS, dtype=np.int64)
+
+    def add(self, saliency: np.ndarray, points_xy: np.ndarray, video_size, eval_size) -> None:
+        """Add one frame: its map (any size) and its fixations in video pixels."""
+        from skd_saliency_ros.metrics import prepare_saliency
+
+        (w, h), (ew, eh) = video_size, eval_size
+        sal = prepare_saliency(saliency, (eh, ew))
+        bins = np.minimum((sal * self.BINS).astype(np.int64), self.BINS - 1)
+        self.neg += np.bincount(bins.ravel(), minlength=self.BINS)
+        if len(points_xy):
+            xs = np.clip((points_xy[:, 0] * ew / w).astype(int), 0, ew - 1)
+            ys = np.clip((points_xy[:, 1] * eh / h).astype(int), 0, eh - 1)
+            self.pos += np.bincount(bins[ys, xs], minlength=self.BINS)
+
+    def curve(self) -> Tuple[np.ndarray, np.ndarray, float]:
+        """Return (FPR, TPR, area) with thresholds swept from high to low."""
+        tp = np.concatenate([[0], np.cumsum(self.pos[::-1])]) / max(self.pos.sum(), 1)
+        fp = np.concatenate([[0], np.cumsum(self.neg[::-1])]) / max(self.neg.sum(), 1)
+        return fp, tp, float(np.trapezoid(tp, fp))
+
+
+# --------------------------------------------------------------------------- scoring
+def score_model(ctx: _Context, name: str, protocol) -> Tuple[Dict[str, Any], PooledROC]:
+    """Score one model; return its result dict and pooled ROC."""
+    from skd_saliency_ros.metrics import score_sequence
+
+    info, maps = resolve_model(ctx, name)
+    gaze = ctx.gaze
+    video_size = (int(gaze.width), int(gaze.height))
+    eval_h, eval_w = protocol.eval_shape(gaze)
+    eval_size = (eval_w, eval_h)
+    roc = PooledROC()
+    kept: List[Tuple[int, np.ndarray]] = []
+    started = time.time()
+    for index, saliency in maps:
+        if index >= gaze.n_frames:
+            break
+        kept.append((index, saliency))
+        roc.add(saliency, gaze.fixations(index), video_size, eval_size)
+    result = score_sequence(kept, gaze, protocol)
+    out = {k: float(v) for k, v in result["mean"].items()}
+    out["n_frames"] = int(result["n_frames"])
+    out.update(info)
+    out["seconds"] = round(time.time() - started, 2)
+    return out, roc
+
+
+def markdown_table(results: Dict[str, Dict[str, Any]], title: str) -> str:
+    """Table I layout: one row per model, AUC / sAUC / NSS / SIM / CC (+ KLD, params)."""
+    head = "| model | " + " | ".join(c for _, c in TABLE_COLUMNS) + " | params (M) | frames |"
+    lines = [f"**{title}**", "", head, "|" + "---|" * (len(TABLE_COLUMNS) + 3)]
+    for name, res in results.items():
+        params = res.get("params")
+        cells = [f"{res[k]:.3f}" for k, _ in TABLE_COLUMNS]
+        cells.append(f"{params / 1e6:.3f}" if params else "-")
+        cells.append(str(res["n_frames"]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Higher is better for every column except KLD. Averages over frames with at "
+                 "least one fixation; eval maps at 1/4 of the video size (MIT conventions).")
+    return "\n".join(lines) + "\n"
+
+
+def plot_roc(path: Path, rocs: Dict[str, PooledROC], title: str) -> None:
+    """All models' pooled ROC curves in one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, roc in rocs.items():
+        fp, tp, area = roc.curve()
+        ax.plot(fp, tp, label=f"{name} (pooled AUC {area:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("false positive rate (all pixels)")
+    ax.set_ylabel("true positive rate (fixations)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _outputs(args: argparse.Namespace) -> Dict[str, Path]:
+    outs = {}
+    if args.json:
+        outs["json"] = args.json
+        base = args.json.with_suffix("")
+        outs["markdown"] = args.markdown or base.with_name(base.name + ".md")
+        outs["roc"] = args.roc or base.with_name(base.name + ".roc.png")
+    else:
+        if args.markdown:
+            outs["markdown"] = args.markdown
+        if args.roc:
+            outs["roc"] = args.roc
+    for path in outs.values():
+        if path.exists() and not args.overwrite:
+            raise EvaluationError(f"{path}: already exists; pass --overwrite to replace it")
+    return outs
+
+
+def model_label(name: str, taken) -> str:
+    """Table label: the name, or a checkpoint's file stem (with its folder if that is taken)."""
+    if name.endswith(".pt") or Path(name).exists():
+        path = Path(name)
+        label = path.stem
+        if label in taken:
+            label = f"{path.parent.name}/{path.stem}"
+        return label
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score every model; print the table; write JSON / Markdown / ROC."""
+    import torch
+
+    from skd_saliency_ros.gaze import load_gaze
+    from skd_saliency_ros.metrics import EvalProtocol
+
+    torch.set_num_threads(max(1, args.threads))
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        raise EvaluationError("--models is empty")
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"--models names a model twice: {args.models}")
+    outs = _outputs(args)
+    if not args.gaze.is_file():
+        raise EvaluationError(f"{args.gaze}: no such gaze file")
+    gaze = load_gaze(args.gaze)
+    ctx = _Context(args, gaze)
+    protocol = EvalProtocol()
+    results, rocs = {}, {}
+    for name in names:
+        label = model_label(name, results)
+        results[label], rocs[label] = score_model(ctx, name, protocol)
+        res = results[label]
+        print(f"{label:28s} NSS {res['nss']:.3f}  CC {res['cc']:.3f}  AUC-J "
+              f"{res['auc_judd']:.3f}  sAUC {res['auc_shuffled']:.3f}  ({res['n_frames']} "
+              "frames)", flush=True)
+    title = args.title or f"{args.video.name}: {len(names)} models"
+    table = markdown_table(results, title)
+    print(table)
+    meta = {"video": str(args.video), "gaze": str(args.gaze), "protocol": asdict(protocol),
+            "max_frames": args.max_frames, "teacher_resolution": args.teacher_resolution,
+            "models_arg": args.models}
+    if "json" in outs:
+        outs["json"].parent.mkdir(parents=True, exist_ok=True)
+        outs["json"].write_text(json.dumps({"models": results, "meta": meta}, indent=1))
+    if "markdown" in outs:
+        outs["markdown"].write_text(table)
+    if "roc" in outs:
+        plot_roc(outs["roc"], rocs, title)
+    for path in outs.values():
+        print(f"wrote {path}")
+    return 0

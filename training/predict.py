@@ -1,0 +1,48 @@
+"""Run a saliency model over a prepared frame sequence, the way the runtime engine does.
+
+Shared by validation during training and by the evaluate step, so both score exactly the
+same maps: frame t is paired with frame t-1 (the first frame with itself), the raw output is
+min-max normalised per frame and clipped to [0, 1] (the runtime convention).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Sequence, Tuple
+
+import numpy as np
+import torch
+
+
+def pair_batch(frames: np.ndarray, indices: Sequence[int]) -> torch.Tensor:
+    """(B, 6, R, R) float input in [0, 1]: channels 0-2 frame t, 3-5 frame t-1."""
+    cur = frames[list(indices)]
+    prev = frames[[max(i - 1, 0) for i in indices]]
+    pair = np.concatenate([cur, prev], axis=-1)  # (B, R, R, 6) uint8
+    return torch.from_numpy(pair).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def minmax(saliency: np.ndarray) -> np.ndarray:
+    """Min-max normalise one map to [0, 1] (a constant map becomes all zeros)."""
+    saliency = saliency.astype(np.float32)
+    lo, hi = float(saliency.min()), float(saliency.max())
+    if hi - lo < 1e-12:
+        return np.zeros_like(saliency)
+    return np.clip((saliency - lo) / (hi - lo), 0.0, 1.0)
+
+
+@torch.no_grad()
+def predict_maps(model: torch.nn.Module, frames: np.ndarray, indices: Iterable[int],
+                 batch_size: int = 64, device: str = "cpu") -> Iterator[Tuple[int, np.ndarray]]:
+    """Yield ``(frame_index, map)`` for ``indices`` of ``frames`` (N, R, R, 3) uint8.
+
+    Maps are (R, R) float32 in [0, 1].  The model is put in eval mode and left there.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (N, R, R, 3) uint8, got {frames.shape} {frames.dtype}")
+    model.eval()
+    indices = list(indices)
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        out = model(pair_batch(frames, chunk).to(device))[:, 0].float().cpu().numpy()
+        for index, saliency in zip(chunk, out):
+            yield index, minmax(saliency)

@@ -1,0 +1,488 @@
+"""The training loop shared by step 1 (distil) and step 2 (transfer).
+
+One loop, so both steps get the same guarantees:
+
+* Adam with weight decay, a constant learning rate (as the authors' DIS code), fixed seeds;
+* repeatable: the model init is seeded, each epoch's order comes from ``DistributedSampler``
+  seeded by (seed, epoch), and each step's flips from a generator seeded by (seed, step), so a
+  resumed run continues exactly where the interrupted one would have gone;
+* ``<output>.resume.pt`` every ``--checkpoint-every`` steps, with the optimizer state, the step
+  and the curves; ``--resume`` continues from it (also to extend a finished run: raise
+  ``--steps``); ``--stop-after`` ends a session early on purpose, leaving that state behind;
+* validation on the held-out sequence (group2) with ``metrics.score_sequence`` every
+  ``--val-every`` steps and at the end; the final model is the *last* step, never the
+  best-on-validation one, so the validation numbers stay honest;
+* a loss / metric curve PNG and a JSON history beside the output;
+* DistributedDataParallel when launched by ``torchrun`` (gloo on CPU, NCCL on CUDA): the
+  global batch is split across processes and only rank 0 validates and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data.distributed import DistributedSampler
+
+from skd_saliency_ros.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from skd_saliency_ros.models import ARCHITECTURES, count_parameters
+
+from .losses import distillation_loss
+from .predict import predict_maps
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or continue (bad arguments, files in the way)."""
+
+
+# --------------------------------------------------------------------------- arguments
+def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
+                         default_steps: int) -> None:
+    """Options shared by distil and transfer."""
+    from .paths import default_cache_dir, default_data_dir
+    from .teachers import DEFAULT_SPATIAL, DEFAULT_TEMPORAL
+
+    g = parser.add_argument_group("data")
+    g.add_argument("--data-dir", type=Path, default=default_data_dir(),
+                   help="shared data bundle (default: $SKD_DATA_DIR or ../shared/data)")
+    g.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                   help="teacher-map / frame cache (default: %(default)s)")
+    g.add_argument("--train-sources", default=None,
+                   help="comma-separated names of training sequences to use "
+                        "(default: the whole training split: car10 + unlabeled clips)")
+    g.add_argument("--max-frames", type=int, default=None,
+                   help="use at most this many frames of each training sequence")
+    g.add_argument("--val-max-frames", type=int, default=None,
+                   help="use at most this many frames of the validation sequence (group2)")
+    g.add_argument("--val-stride", type=int, default=4,
+                   help="validate on every n-th group2 frame during training (default 4)")
+    g.add_argument("--spatial-teacher", default=DEFAULT_SPATIAL,
+                   help="spatial teacher spec (default: %(default)s)")
+    g.add_argument("--temporal-teacher", default=DEFAULT_TEMPORAL,
+                   help="temporal teacher spec (default: %(default)s)")
+
+    g = parser.add_argument_group("model and loss")
+    g.add_argument("--arch", default="skd-paper-prior",
+                   help=f"architecture name (known now: {', '.join(sorted(ARCHITECTURES))})")
+    g.add_argument("--resolution", "-R", type=int, default=64,
+                   help="input/output size R (multiple of 4; paper: 32, 64, 128, 256)")
+    g.add_argument("--lambda", dest="lam", type=float, default=default_lambda,
+                   help="weight of the soft (teacher) term; frames without gaze use the "
+                        "soft term only (default: %(default)s)")
+
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=default_steps,
+                   help="optimizer steps in total (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=32, help="global batch (default 32)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="Adam weight decay (default 1e-4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of init, order and flips")
+    g.add_argument("--no-hflip", dest="hflip", action="store_false",
+                   help="disable random horizontal flips")
+    g.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    g = parser.add_argument_group("output")
+    g.add_argument("--output", "-o", type=Path, required=True, help="checkpoint to write")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output checkpoint (and its resume state)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from <output>.resume.pt (also to extend a run: raise --steps)")
+    g.add_argument("--checkpoint-every", type=int, default=200,
+                   help="write the resume state every n steps (default 200)")
+    g.add_argument("--val-every", type=int, default=500,
+                   help="validate every n steps (0: only at the end; default 500)")
+    g.add_argument("--stop-after", type=int, default=None,
+                   help="stop this session after n steps, leaving the resume state "
+                        "(for a machine shared in time slots)")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no tqdm progress bars")
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class DistInfo:
+    """Where this process sits in a torchrun launch (world 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that validates and writes files."""
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group when torchrun set WORLD_SIZE > 1; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda asked for, but torch sees no CUDA device")
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        device = f"cuda:{local_rank % torch.cuda.device_count()}"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return DistInfo(rank=rank, world=world, local_rank=local_rank, device=device)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class TrainData:
+    """Everything the loop needs: sample list, validation frames and gaze, a data summary."""
+
+    datasets: List[Any]
+    samples: List[tuple]          # (dataset index, item index)
+    val_frames: Optional[np.ndarray]
+    val_gaze: Any
+    val_name: str
+    summary: Dict[str, Any] = field(default_factory=dict)
+
+
+def source_name(source: Any) -> str:
+    """Display name of a VideoSource."""
+    return str(getattr(source, "name", None) or Path(source.path).stem)
+
+
+def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
+              soft_specs: Sequence[str], gaze_only: bool, progress: bool) -> TrainData:
+    """Prepare the training split (teacher maps cached on disk) and the validation sequence."""
+    from skd_saliency_ros.gaze import load_gaze
+
+    from .datasets import PairDataset, default_sources, prepare_source
+    from .teachers import get_teacher
+
+    splits = default_sources(args.data_dir)
+    train_sources = list(splits["train"])
+    if args.train_sources:
+        wanted = [n.strip() for n in args.train_sources.split(",") if n.strip()]
+        known = {source_name(s): s for s in train_sources}
+        missing = [n for n in wanted if n not in known]
+        if missing:
+            raise TrainingError(f"--train-sources: unknown sequence(s) {', '.join(missing)}; "
+                                f"the training split of {args.data_dir} has "
+                                f"{', '.join(sorted(known))}")
+        train_sources = [known[n] for n in wanted]
+    teachers = [get_teacher(spec) for spec in teacher_specs]
+    soft_names = [get_teacher(spec).name for spec in soft_specs]
+
+    datasets, samples, summary = [], [], {"train": [], "val": None}
+    if gaze_only:  # hard loss only: sequences without gaze contribute nothing
+        train_sources = [s for s in train_sources if getattr(s, "gaze_path", None)]
+    for source in train_sources:
+        prepared = prepare_source(source, args.resolution, teachers, cache_dir=args.cache_dir,
+                                  max_frames=args.max_frames, progress=progress)
+        ds = PairDataset(prepared, soft_names, hflip=False)
+        has_gaze = np.asarray(prepared.has_gaze, dtype=bool)
+        keep = np.nonzero(has_gaze)[0] if gaze_only else np.arange(len(ds))
+        summary["train"].append({"name": prepared.name, "frames": int(len(ds)),
+                                 "gaze_frames": int(has_gaze.sum()), "used": int(len(keep))})
+        if len(keep):
+            samples += [(len(datasets), int(i)) for i in keep]
+            datasets.append(ds)
+    if not samples:
+        raise TrainingError("no training samples: " + (
+            "hard-loss training (lambda 0) needs sequences with gaze, and none was selected"
+            if gaze_only else "the selected sequences are empty"))
+
+    val_frames, val_gaze, val_name = None, None, ""
+    val_sources = list(splits.get("val", []))
+    if val_sources:
+        source = val_sources[0]
+        prepared = prepare_source(source, args.resolution, [], cache_dir=args.cache_dir,
+                                  max_frames=args.val_max_frames, progress=progress)
+        val_frames = prepared.frames
+        val_gaze = load_gaze(source.gaze_path)
+        val_name = prepared.name
+        summary["val"] = {"name": val_name, "frames": int(len(val_frames)),
+                          "stride": int(args.val_stride)}
+    return TrainData(datasets, samples, val_frames, val_gaze, val_name, summary)
+
+
+def make_batch(data: TrainData, sample_ids: Sequence[int], flips: torch.Tensor) -> Dict:
+    """Stack dataset items into tensors; flip the chosen samples left-right (x and maps)."""
+    items = [data.datasets[d][i] for d, i in (data.samples[k] for k in sample_ids)]
+    batch = {key: torch.stack([torch.as_tensor(it[key]) for it in items]).float()
+             for key in ("x", "soft", "hard")}
+    batch["has_gaze"] = torch.as_tensor([bool(it["has_gaze"]) for it in items])
+    if flips.any():
+        for key in ("x", "soft", "hard"):
+            batch[key][flips] = batch[key][flips].flip(-1)
+    return batch
+
+
+# --------------------------------------------------------------------------- validation
+def validate(model: torch.nn.Module, data: TrainData, device: str, stride: int,
+             full: bool = False) -> Optional[Dict[str, float]]:
+    """Mean metrics over group2 (every ``stride``-th frame unless ``full``)."""
+    from skd_saliency_ros.metrics import EvalProtocol, score_sequence
+
+    if data.val_frames is None:
+        return None
+    indices = range(0, len(data.val_frames), 1 if full else max(1, stride))
+    was_training = model.training
+    maps = list(predict_maps(model, data.val_frames, indices, device=device))
+    model.train(was_training)
+    result = score_sequence(maps, data.val_gaze, EvalProtocol())
+    out = {k: float(v) for k, v in result["mean"].items()}
+    out["n_frames"] = int(result["n_frames"])
+    return out
+
+
+# --------------------------------------------------------------------------- curves
+def write_curves(path: Path, history: Dict[str, list], title: str) -> None:
+    """Loss (raw and smoothed) and validation NSS / CC against the step, as one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [h["step"] for h in history["train"]]
+    loss = np.array([h["loss"] for h in history["train"]], dtype=float)
+    if len(loss):
+        ax1.plot(steps, loss, alpha=0.3, label="loss")
+        alpha, ema, smooth = 0.05, loss[0], []
+        for value in loss:
+            ema = (1 - alpha) * ema + alpha * value
+            smooth.append(ema)
+        ax1.plot(steps, smooth, label="loss (EMA 0.05)")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("normalised L2 loss")
+    ax1.set_yscale("log")
+    ax1.legend()
+    vsteps = [h["step"] for h in history["val"]]
+    for key in ("nss", "cc"):
+        ax2.plot(vsteps, [h[key] for h in history["val"]], marker="o", label=key.upper())
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("group2 validation")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the loop
+def resume_path(output: Path) -> Path:
+    """Where a run keeps the state that ``--resume`` continues from."""
+    return output.with_name(output.stem + ".resume.pt")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any work when the output or an old run's state is in the way."""
+    state = resume_path(args.output)
+    if args.output.exists() and not args.overwrite:
+        raise TrainingError(f"{args.output}: a file already exists there; refusing to "
+                            "overwrite it (pass --overwrite to replace it)")
+    if args.resume:
+        if not state.is_file():
+            raise TrainingError(f"{state}: no resume state to continue from (--resume)")
+        return
+    if state.exists() and not args.overwrite:
+        raise TrainingError(f"{state}: an earlier run's resume state is there; pass --resume "
+                            "to continue it or --overwrite to start over")
+
+
+# Options that must not change between an interrupted run and its --resume.
+FIXED_ON_RESUME = ("kind", "arch", "resolution", "lam", "batch_size", "lr", "weight_decay",
+                   "seed", "hflip", "world")
+
+
+def train(args: argparse.Namespace, kind: str, build: Callable[[], torch.nn.Module],
+          data_fn: Callable[[bool], TrainData], meta: Dict[str, Any]) -> int:
+    """Train ``build()`` for ``args.steps`` steps; write ``args.output``.  Returns 0."""
+    info = setup_distributed(args.device)
+    try:
+        return _train(args, kind, build, data_fn, meta, info)
+    finally:
+        cleanup_distributed()
+
+
+def _train(args, kind, build, data_fn, meta, info: DistInfo) -> int:
+    from tqdm import tqdm
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.resolution % 4 or args.resolution < 8:
+        raise TrainingError(f"--resolution must be a multiple of 4 and >= 8, "
+                            f"got {args.resolution}")
+    if args.batch_size % info.world:
+        raise TrainingError(f"--batch-size {args.batch_size} does not split evenly over "
+                            f"{info.world} processes")
+    check_outputs(args)
+    progress = args.progress and info.is_main
+    config = {"kind": kind, "arch": args.arch, "resolution": args.resolution, "lam": args.lam,
+              "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+              "seed": args.seed, "hflip": bool(args.hflip), "world": info.world}
+
+    torch.manual_seed(args.seed)
+    model = build().to(info.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr,
+                                 weight_decay=args.weight_decay)
+    history: Dict[str, list] = {"train": [], "val": []}
+    step, elapsed_before = 0, 0.0
+    state_file = resume_path(args.output)
+    if args.resume:
+        step, elapsed_before, history = _load_resume(state_file, model, optimizer, kind,
+                                                     args, config, info.device)
+    # Rank 0 prepares (and caches) the data first, so ranks never race on the cache.
+    if info.world > 1 and not info.is_main:
+        dist.barrier()
+    data = data_fn(progress)
+    if info.world > 1 and info.is_main:
+        dist.barrier()
+    per_rank = args.batch_size // info.world
+    sampler = DistributedSampler(data.samples, num_replicas=info.world, rank=info.rank,
+                                 shuffle=True, seed=args.seed, drop_last=True)
+    batches_per_epoch = len(sampler) // per_rank
+    if batches_per_epoch == 0:
+        raise TrainingError(f"{len(data.samples)} training samples are fewer than one batch "
+                            f"of {args.batch_size}; lower --batch-size")
+    net = model
+    if info.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device] if info.device.startswith("cuda") else None)
+
+    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    bar = tqdm(total=args.steps, initial=step, disable=not progress, desc=f"{kind}",
+               dynamic_ncols=True)
+    started = time.time()
+    order: List[int] = []
+    epoch = -1
+    net.train()
+    while step < stop_at:
+        if step // batches_per_epoch != epoch:
+            epoch = step // batches_per_epoch
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+        offset = (step % batches_per_epoch) * per_rank
+        ids = order[offset:offset + per_rank]
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 7919 + info.rank)
+        flips = (torch.rand(len(ids), generator=gen) < 0.5) if args.hflip \
+            else torch.zeros(len(ids), dtype=torch.bool)
+        batch = make_batch(data, ids, flips)
+        out = net(batch["x"].to(info.device))
+        loss = distillation_loss(out, batch["soft"].to(info.device),
+                                 batch["hard"].to(info.device),
+                                 batch["has_gaze"].to(info.device), args.lam)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        history["train"].append({"step": step, "loss": float(loss.item())})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if info.is_main and args.val_every and step % args.val_every == 0 and step < args.steps:
+            val = validate(model, data, info.device, args.val_stride)
+            if val:
+                history["val"].append({"step": step, **val})
+                bar.write(f"step {step}: group2 NSS {val['nss']:.3f} CC {val['cc']:.3f}")
+        if info.is_main and (step % args.checkpoint_every == 0 or step == stop_at):
+            _save_resume(state_file, model, optimizer, step,
+                         elapsed_before + time.time() - started, history, config, args)
+    bar.close()
+    elapsed = elapsed_before + time.time() - started
+    if step < args.steps:
+        if info.is_main:
+            print(f"stopped after step {step} of {args.steps} (--stop-after); continue with "
+                  f"the same command plus --resume (state: {state_file})")
+        return 0
+    if info.is_main:
+        _finish(args, model, data, history, config, meta, elapsed, info)
+    return 0
+
+
+def _save_resume(path, model, optimizer, step, elapsed, history, config, args) -> None:
+    extra = {"step": step, "optimizer": optimizer.state_dict(), "elapsed_s": elapsed,
+             "history": json.dumps(history), "config": json.dumps(config)}
+    save_checkpoint(path, model, args.resolution, meta={"resume_state": True},
+                    overwrite=True, extra=extra)
+
+
+def _load_resume(path, model, optimizer, kind, args, config, device):
+    try:
+        stored, payload = load_checkpoint(path, kind=kind, arch=args.arch,
+                                          resolution=args.resolution)
+    except CheckpointError as exc:
+        raise TrainingError(f"cannot resume: {exc}") from exc
+    extra = payload.get("extra") or {}
+    if "optimizer" not in extra:
+        raise TrainingError(f"{path}: holds no optimizer state; not a resume state")
+    old = json.loads(extra["config"])
+    changed = [f"{k}: {old.get(k)} -> {config[k]}" for k in FIXED_ON_RESUME
+               if old.get(k) != config[k]]
+    if changed:
+        raise TrainingError(f"{path}: cannot resume with different settings ("
+                            + "; ".join(changed) + ")")
+    model.load_state_dict(stored.state_dict())
+    model.to(device)
+    optimizer.load_state_dict(extra["optimizer"])
+    step = int(extra["step"])
+    if step > args.steps:
+        raise TrainingError(f"{path}: already at step {step}, beyond --steps {args.steps}")
+    return step, float(extra.get("elapsed_s", 0.0)), json.loads(extra["history"])
+
+
+def _finish(args, model, data, history, config, meta, elapsed, info) -> None:
+    """Validate on every group2 frame; write the checkpoint, curves and history."""
+    val = validate(model, data, info.device, args.val_stride, full=True)
+    if val:
+        history["val"].append({"step": args.steps, "full": True, **val})
+    full_meta = dict(meta)
+    full_meta.update({
+        "kind": config["kind"], "arch": args.arch, "resolution": args.resolution,
+        "lambda": args.lam, "steps": args.steps, "batch_size": args.batch_size,
+        "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
+        "hflip": bool(args.hflip), "world_size": info.world, "threads": args.threads,
+        "device": info.device, "parameters": count_parameters(model),
+        "data": data.summary, "validation": {"sequence": data.val_name, **(val or {})},
+        "train_time_s": round(elapsed, 1), "final_loss": _recent_loss(history),
+        "command": _command_line(),
+    })
+    save_checkpoint(args.output, model, args.resolution, meta=full_meta,
+                    overwrite=args.overwrite)
+    base = args.output.with_suffix("")
+    history_path = base.with_name(base.name + ".history.json")
+    history_path.write_text(json.dumps({"meta": full_meta, "history": history}, indent=1))
+    write_curves(base.with_name(base.name + ".curves.png"), history,
+                 f"{config['kind']} {args.arch} R={args.resolution} lambda={args.lam}")
+    msg = f"wrote {args.output} ({elapsed / 60:.1f} min)"
+    if val:
+        msg += f"; group2 NSS {val['nss']:.3f} CC {val['cc']:.3f} AUC-J {val['auc_judd']:.3f}"
+    print(msg)
+
+
+def _recent_loss(history: Dict[str, list], window: int = 50) -> Optional[float]:
+    losses = [h["loss"] for h in history["train"][-window:]]
+    return float(np.mean(losses)) if losses else None
+
+
+def _command_line() -> str:
+    """Return the command as typed (``python -m training ...``, not the __main__.py path)."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("training", "__main__.py")):
+        argv = ["python", "-m", "training"] + argv[1:]
+    return " ".join(argv)
