@@ -6,7 +6,8 @@ per (video content, teacher config), then cached on disk; frames resized to R ar
 Cache layout (``cache_dir``, default ``training.paths.default_cache_dir()``)::
 
     <cache_dir>/<name>-<sha1 of the video bytes, 12 hex>/
-        frames_r<R>.npy                  uint8 (N, R, R, 3) RGB frames resized to R x R (area)
+        frames_area2_r<R>.npy            uint8 (N, R, R, 3) RGB frames resized to R x R with
+                                         skd_saliency_ros.engine.resize_area
         teacher-<name>-<config sha1, 10 hex>.npy   uint8 (N, h, w) teacher maps * 255
         teacher-<name>-<config sha1, 10 hex>.json  the teacher's config, storage size, N
 
@@ -35,6 +36,8 @@ import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from skd_saliency_ros.engine import resize_area
 
 from .paths import default_cache_dir, default_data_dir
 from .teachers import Teacher
@@ -250,7 +253,9 @@ class _SourceCache:
         self.store = storage_size(source.width, source.height)
 
     def frames_path(self, resolution: int) -> Path:
-        return self.dir / f"frames_r{int(resolution)}.npy"
+        # "area2": shrunk by engine.resize_area, the node's own resize (one code path, so
+        # training, evaluation and the live node see the same pixels).
+        return self.dir / f"frames_area2_r{int(resolution)}.npy"
 
     def teacher_path(self, teacher: Teacher) -> Path:
         return self.dir / f"teacher-{_safe(teacher.name)}-{_config_hash(teacher.config)}.npy"
@@ -289,8 +294,7 @@ class _SourceCache:
                 continue
             for r in resolutions:
                 if ("frames", r) in todo and k >= counts[("frames", r)]:
-                    new[("frames", r)].append(cv2.resize(frame, (r, r),
-                                                         interpolation=cv2.INTER_AREA))
+                    new[("frames", r)].append(resize_area(frame, r))
             for t in teachers:
                 if ("teacher", t.name) in todo and k >= counts[("teacher", t.name)]:
                     t0 = time.perf_counter()
