@@ -112,6 +112,29 @@ def _buffer(msg) -> np.ndarray:
     return buf
 
 
+def _check_data_size(msg, size: int) -> None:
+    step, height = int(msg.step), int(msg.height)
+    if size == 0:
+        raise ImageEncodingError(f"{_describe(msg)}: data is empty")
+    if size < step * height:
+        raise ImageEncodingError(f"{_describe(msg)}: data has {size} bytes, "
+                                 f"step x height needs {step * height}")
+
+
+def check_image(msg, rgb: bool = True) -> None:
+    """Raise ImageEncodingError if ``msg`` cannot be decoded; touches no pixel data.
+
+    Cheap enough for a subscription callback: it checks the encoding (a camera encoding
+    when ``rgb``), the geometry against the encoding and the data length.
+    """
+    if rgb and msg.encoding not in RGB_ENCODINGS:
+        _layout(msg.encoding)  # unknown encodings get the "unsupported" message
+        raise ImageEncodingError(f"{_describe(msg)}: '{msg.encoding}' is not a camera "
+                                 "encoding; cannot convert it to RGB")
+    _check_geometry(msg, _layout(msg.encoding))
+    _check_data_size(msg, len(msg.data))
+
+
 def image_to_numpy(msg) -> np.ndarray:
     """Decode ``msg`` into its own layout: (H, W) for one channel, else (H, W, C).
 
@@ -122,11 +145,7 @@ def image_to_numpy(msg) -> np.ndarray:
     row = _check_geometry(msg, layout)
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     buf = _buffer(msg)
-    if buf.size == 0:
-        raise ImageEncodingError(f"{_describe(msg)}: data is empty")
-    if buf.size < step * height:
-        raise ImageEncodingError(f"{_describe(msg)}: data has {buf.size} bytes, "
-                                 f"step x height needs {step * height}")
+    _check_data_size(msg, buf.size)
     rows = buf[:step * height].reshape(height, step)[:, :row]
     dtype = np.dtype(layout.dtype)
     if dtype.itemsize > 1:
@@ -144,10 +163,7 @@ def image_to_rgb8(msg) -> np.ndarray:
 
     For rgb8 without row padding the result is a view of ``msg.data`` (no copy).
     """
-    if msg.encoding not in RGB_ENCODINGS:
-        _layout(msg.encoding)  # unknown encodings get the "unsupported" message
-        raise ImageEncodingError(f"{_describe(msg)}: '{msg.encoding}' is not a camera "
-                                 "encoding; cannot convert it to RGB")
+    check_image(msg, rgb=True)
     arr = image_to_numpy(msg)
     layout = _LAYOUTS[msg.encoding]
     if layout.dtype == "u2":

@@ -32,7 +32,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image
 
 from . import params as P
-from .image_io import ImageEncodingError, image_to_rgb8, numpy_to_image
+from .image_io import ImageEncodingError, check_image, image_to_rgb8, numpy_to_image
 from .outputs import (CameraStats, bearings_msg, diagnostic_status, overlay_bgr,
                       peaks_msg)
 from .peaks import find_peaks, pixels_to_bearings
@@ -200,6 +200,13 @@ class SaliencyNode(Node):
     # ----------------------------------------------------------------------- callbacks
     def _on_image(self, cam: _Camera, msg: Image) -> None:
         now = time.monotonic()
+        # Invalid frames are refused here, before queueing, so they are counted as invalid
+        # (never as drops) and never displace a valid pending frame.
+        if not self._accept(cam, msg):
+            with self._cond:
+                cam.stats.frames_in += 1
+                cam.stats.window_in += 1
+            return
         with self._cond:
             stats = cam.stats
             if cam.pending is not None:
@@ -252,17 +259,26 @@ class SaliencyNode(Node):
                     self._warn(cam, "internal", f"processing failed: {type(exc).__name__}: "
                                                 f"{exc}")
 
-    def _decode(self, cam: _Camera, msg: Image, received: float) -> Optional[_Work]:
+    def _accept(self, cam: _Camera, msg: Image) -> bool:
+        """Cheap checks of size, encoding and data length (no pixel is touched)."""
         settings = self._settings
         width, height = int(msg.width), int(msg.height)
         if width < settings.min_input_size or height < settings.min_input_size:
             self._invalid(cam, "too_small", f"{width}x{height} image is smaller than "
                                             f"min_input_size {settings.min_input_size}")
-            return None
+            return False
         if width * height > settings.max_input_pixels:
             self._invalid(cam, "too_large", f"{width}x{height} image has more pixels than "
                                             f"max_input_pixels {settings.max_input_pixels}")
-            return None
+            return False
+        try:
+            check_image(msg)
+        except ImageEncodingError as exc:
+            self._invalid(cam, "decode", str(exc))
+            return False
+        return True
+
+    def _decode(self, cam: _Camera, msg: Image, received: float) -> Optional[_Work]:
         try:
             rgb = image_to_rgb8(msg)
         except ImageEncodingError as exc:

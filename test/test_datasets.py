@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from skd_saliency_ros.engine import resize_area
 from skd_saliency_ros.metrics import METRIC_KEYS
 
 from training import teach
@@ -191,8 +192,8 @@ def test_prepared_maps_match_teacher_and_gaze(car10, tmp_path):
                         interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(prep.teacher_maps["spectral-residual"][2], direct / direct.max(),
                                atol=3 / 255)
-    np.testing.assert_array_equal(prep.frames[2], cv2.resize(frame, (64, 64),
-                                                             interpolation=cv2.INTER_AREA))
+    # Frames are shrunk by the node's own resize, so training sees the node's pixels.
+    np.testing.assert_array_equal(prep.frames[2], resize_area(frame, 64))
     assert prep.video_size == (1280, 720) and prep.has_gaze.all()
     assert prep.human.shape == (3, 64, 64) and np.allclose(prep.human.max(axis=(1, 2)), 1.0)
     for k in range(3):
@@ -263,7 +264,7 @@ def test_teach_cli_fills_cache(shared_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "group2" in out and "total: 1 sources, 2 frames" in out
     cached = sorted(p.name for p in tmp_path.glob("group2-*/*.npy"))
-    assert cached[:2] == ["frames_r16.npy", "frames_r32.npy"] and len(cached) == 4
+    assert cached[:2] == ["frames_area2_r16.npy", "frames_area2_r32.npy"] and len(cached) == 4
     args.score = True
     assert teach.run(args) == 0
     out = capsys.readouterr().out
