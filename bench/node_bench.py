@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+from skd_saliency_ros.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -139,13 +139,7 @@ class Proc:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGINT, then SIGKILL after ``timeout``; return the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout)
         self._reader.join(timeout=5)
         return self.proc.returncode
 

@@ -18,7 +18,6 @@ import argparse
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from .checkpoint import DEFAULT_MODEL
+from .processes import stop_process
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -69,17 +69,6 @@ def _start(cmd, env, prefix):
     thread = threading.Thread(target=_echo, args=(proc, prefix, lines), daemon=True)
     thread.start()
     return proc, lines, thread
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> int:
@@ -144,8 +133,8 @@ def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> in
         time.sleep(0.3)
     finally:
         if player is not None:
-            _stop(player)
-        node_code = _stop(node)
+            stop_process(player)
+        node_code = stop_process(node)
         executor.shutdown(timeout_sec=2.0)
         recorder.close()
         context.try_shutdown()

@@ -8,7 +8,6 @@ own context on the same ROS domain that publishes real video frames and records 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
+from skd_saliency_ros.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -118,13 +118,7 @@ class NodeProcess:
 
     def stop(self) -> Optional[int]:
         """SIGINT (like Ctrl-C), then kill if it does not exit; return the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self._reader.join(timeout=5)
         return self.proc.returncode
 

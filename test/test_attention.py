@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from skd_saliency_ros.processes import stop_process
 from skd_saliency_ros.attention import (AttentionError, Limits, Mounting, attention_command,
                                         bearing_to_body, direction_to_angles,
                                         quaternion_flu_to_frd, quaternion_from_rpy,
@@ -154,18 +155,6 @@ def _start_node(ros_env, *ros_args):
         stderr=subprocess.STDOUT, text=True)
 
 
-def _stop(proc):
-    import signal
-    import subprocess
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def test_adapter_node_publishes_angles_and_yaw_rate(ros_env, monkeypatch):
     """A real attention_to_setpoint process: nadir camera, target at the image's right edge."""
     import time
@@ -251,7 +240,7 @@ def test_adapter_node_publishes_angles_and_yaw_rate(ros_env, monkeypatch):
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        _stop(proc)
+        stop_process(proc, timeout=10)
 
 
 def test_adapter_node_px4_output_without_px4_msgs_fails_clearly(ros_env):

@@ -13,6 +13,7 @@ import pytest
 
 from skd_saliency_ros.bag_io import OutputBag, stamp_ns
 from skd_saliency_ros.checkpoint import DEFAULT_MODEL, save_checkpoint
+from skd_saliency_ros.processes import stop_process
 from skd_saliency_ros.replay import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,13 +279,7 @@ def node_process(ros_env, model_path, tmp_path):
          "-p", f"model_path:={model_path}", "-p", "threads:=1"],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     yield proc, env
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
     log.close()
 
 
