@@ -15,6 +15,7 @@ exit code 1.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ from .outputs import (CameraStats, bearings_msg, diagnostic_status, overlay_bgr,
 from .peaks import find_peaks, pixels_to_bearings
 
 NODE_NAME = "saliency_node"
+SHUTDOWN_TIMEOUT_S = 10.0  # clean-up budget after Ctrl-C before a forced exit
 WARN_EVERY_S = 5.0
 
 
@@ -411,11 +413,24 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Shutdown must be bounded: a node that hangs on Ctrl-C makes launch escalate to
+        # SIGTERM/SIGKILL.  If DDS or a thread blocks the clean-up, exit anyway, loudly.
+        watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S, _force_exit, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
         if node is not None:
             node.close()
             node.destroy_node()
         rclpy.try_shutdown()
+        watchdog.cancel()
     return code
+
+
+def _force_exit(code: int) -> None:
+    sys.stderr.write(f"[{NODE_NAME}] shutdown took longer than {SHUTDOWN_TIMEOUT_S:.0f} s; "
+                     "forcing exit\n")
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
