@@ -24,14 +24,12 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
-from skd_saliency_ros.processes import stop_process
+from skd_saliency_ros.processes import LoggedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -100,20 +98,12 @@ def ros_env(log_dir: Path) -> Dict[str, str]:
     return env
 
 
-class Proc:
-    """A child process whose merged output is collected line by line."""
+class Proc(LoggedProcess):
+    """A named child process of the benchmark (output collected line by line)."""
 
     def __init__(self, name: str, cmd: Sequence[str], env: Dict[str, str]):
         self.name = name
-        self.lines: List[str] = []
-        self.proc = subprocess.Popen(list(cmd), env=env, cwd=REPO_ROOT, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+        super().__init__(cmd, env, cwd=REPO_ROOT)
 
     @property
     def pid(self) -> int:
@@ -122,26 +112,16 @@ class Proc:
 
     def wait_for(self, marker: str, timeout: float) -> None:
         """Block until a line contains ``marker``; raise if the process dies or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(marker in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                time.sleep(0.2)  # let the reader drain
-                raise BenchError(f"{self.name} exited with code {self.proc.returncode} before "
-                                 f"it was ready: {self.tail()}")
-            time.sleep(0.05)
+        if self.wait_for_line(marker, timeout):
+            return
+        if self.proc.poll() is not None:
+            raise BenchError(f"{self.name} exited with code {self.proc.returncode} before "
+                             f"it was ready: {self.tail()}")
         raise BenchError(f"{self.name} not ready after {timeout:.0f} s: {self.tail()}")
-
-    def tail(self, count: int = 6) -> str:
-        """Last lines of output, one string."""
-        return " | ".join(self.lines[-count:]) or "(no output)"
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGINT, then SIGKILL after ``timeout``; return the exit code."""
-        stop_process(self.proc, timeout)
-        self._reader.join(timeout=5)
-        return self.proc.returncode
+        return super().stop(timeout)
 
     def json_line(self) -> Dict[str, Any]:
         """Return the last JSON object the process printed."""

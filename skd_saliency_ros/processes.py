@@ -6,6 +6,9 @@ lets rclpy shut down cleanly (and flush what they record) before a hard kill is 
 
 import signal
 import subprocess
+import threading
+import time
+from typing import Dict, List, Sequence
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:
@@ -18,3 +21,54 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:
             proc.kill()
             proc.wait(timeout=5)
     return proc.returncode
+
+
+class LoggedProcess:
+    """A child process whose merged stdout/stderr is collected line by line.
+
+    The node benchmark and the node tests both start ROS processes, wait for a line that
+    says they are ready, read their output afterwards and stop them with Ctrl-C.
+    """
+
+    def __init__(self, cmd: Sequence[str], env: Dict[str, str], cwd=None):
+        self.cmd = list(cmd)
+        self.lines: List[str] = []
+        self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        """Return everything the process printed so far."""
+        return "\n".join(self.lines)
+
+    def tail(self, count: int = 6) -> str:
+        """Last lines of output, one string."""
+        return " | ".join(self.lines[-count:]) or "(no output)"
+
+    def alive(self) -> bool:
+        """Return True while the process runs."""
+        return self.proc.poll() is None
+
+    def wait_for_line(self, text: str, timeout: float = 90.0) -> bool:
+        """Wait until a printed line contains ``text``; False on timeout or exit without it."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if any(text in line for line in self.lines):
+                return True
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the reader drain
+                return any(text in line for line in self.lines)
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT (like Ctrl-C), then kill after ``timeout``; return the exit code."""
+        stop_process(self.proc, timeout)
+        self._reader.join(timeout=5)
+        return self.proc.returncode

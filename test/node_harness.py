@@ -8,7 +8,6 @@ own context on the same ROS domain that publishes real video frames and records 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -19,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
-from skd_saliency_ros.processes import stop_process
+from skd_saliency_ros.processes import LoggedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -73,7 +72,7 @@ def read_frames(path: Path, count: int, start: int = 0) -> List[np.ndarray]:
     return frames
 
 
-class NodeProcess:
+class NodeProcess(LoggedProcess):
     """The saliency node in its own process; output captured line by line."""
 
     def __init__(self, env: Dict[str, str], params: Sequence[str] = (),
@@ -84,43 +83,7 @@ class NodeProcess:
             cmd += ["-p", p]
         for r in remaps:
             cmd += ["-r", r]
-        self.cmd = cmd
-        self.lines: List[str] = []
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        """Return everything the node printed so far."""
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, text: str, timeout: float = 90.0) -> bool:
-        """Wait until the node printed a line containing ``text`` (or exited)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if any(text in line for line in self.lines):
-                return True
-            if self.proc.poll() is not None:
-                time.sleep(0.2)
-                return any(text in line for line in self.lines)
-            time.sleep(0.1)
-        return False
-
-    def alive(self) -> bool:
-        """Return True while the process runs."""
-        return self.proc.poll() is None
-
-    def stop(self) -> Optional[int]:
-        """SIGINT (like Ctrl-C), then kill if it does not exit; return the exit code."""
-        stop_process(self.proc)
-        self._reader.join(timeout=5)
-        return self.proc.returncode
+        super().__init__(cmd, env, cwd=REPO_ROOT)
 
 
 class Client:
