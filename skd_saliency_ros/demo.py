@@ -136,6 +136,10 @@ def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> in
             stop_process(player)
         node_code = stop_process(node)
         executor.shutdown(timeout_sec=2.0)
+        # The spin thread must have left rclpy before the node and context go away:
+        # a thread still inside the wait set at interpreter exit aborts the process
+        # ("terminate called without an active exception").
+        spin.join(timeout=5.0)
         recorder.close()
         context.try_shutdown()
     out = len(recorder.latencies_s)

@@ -206,11 +206,11 @@ def replay_live(bag_path: Path, out: Optional[Path], settings, args,
     finally:
         if executor is not None:
             executor.shutdown()
+        if spinner is not None:  # out of rclpy before the node and context go away
+            spinner.join(timeout=2.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
-        if spinner is not None:
-            spinner.join(timeout=2.0)
 
 
 def _score_live(stats: dict, saliency: Dict[int, tuple], sent: Dict[int, tuple], gaze,

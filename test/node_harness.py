@@ -196,6 +196,7 @@ class Client:
     def close(self) -> None:
         """Stop spinning and shut the context down."""
         self.executor.shutdown(timeout_sec=2.0)
+        self._spin.join(timeout=5.0)  # out of rclpy before the node and context go away
         self.node.destroy_node()
         self.context.try_shutdown()
 
