@@ -24,6 +24,8 @@ from typing import Iterator, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from .processes import raise_if_stop_requested
+
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
@@ -169,6 +171,7 @@ class InputBag:
         conns = self.connections(topics)
         try:
             for conn, bag_ns, raw in self.reader.messages(connections=conns):
+                raise_if_stop_requested()
                 try:
                     msg = self.reader.deserialize(raw, conn.msgtype)
                 except Exception as exc:
@@ -386,6 +389,7 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
             bar = tqdm(total=total, desc=f"make-bag {video.name}", unit="frame",
                        disable=not progress)
             while max_frames is None or count < int(max_frames):
+                raise_if_stop_requested()
                 ok, bgr = cap.read()
                 if not ok:
                     break

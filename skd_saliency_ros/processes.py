@@ -72,3 +72,21 @@ class LoggedProcess:
         stop_process(self.proc, timeout)
         self._reader.join(timeout=5)
         return self.proc.returncode
+
+
+_stop_requested = threading.Event()
+
+
+def request_stop(signum=None, frame=None) -> None:
+    """Signal handler (SIGTERM): ask the running loops to stop at their next safe point.
+
+    Raising from the handler itself would land the exception at an arbitrary bytecode,
+    possibly inside a C callback or a finaliser, where it can escape the clean-up.
+    """
+    _stop_requested.set()
+
+
+def raise_if_stop_requested() -> None:
+    """Raise KeyboardInterrupt once a stop was requested (call between units of work)."""
+    if _stop_requested.is_set():
+        raise KeyboardInterrupt("stop requested (SIGTERM)")

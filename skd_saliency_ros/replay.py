@@ -34,6 +34,7 @@ import numpy as np
 from .bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE, OutputBag, STORAGES,
                      InputBag, atomic_bag_path, check_output_path, decode_rgb, make_bag,
                      stamp_ns)
+from .processes import request_stop
 
 PROG = "saliency_replay"
 #: Output namespace of the node with one camera: SaliencyNode publishes under ~/ .
@@ -550,14 +551,10 @@ USER_ERRORS = ("BagError", "ReplayError", "GazeError", "CheckpointError", "Image
                "ArchitectureError")
 
 
-def _terminate(signum, frame):  # pragma: no cover - exercised by a real SIGTERM
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point; user errors print one line and exit 2, Ctrl-C exits 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _terminate)  # clean up the partial output bag on kill
+    signal.signal(signal.SIGTERM, request_stop)  # clean up the partial output bag on kill
     sub = argv[0] if argv else None
     if sub == "make-bag":
         args, func = _make_bag_parser().parse_args(argv[1:]), run_make_bag
