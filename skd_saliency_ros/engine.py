@@ -48,7 +48,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime")
 #: A map whose max - min is below this fraction of its magnitude counts as constant.
 FLAT_RELATIVE_RANGE = 1e-6
 
@@ -286,7 +286,9 @@ class SaliencyEngine:
             A missing or unreadable file raises checkpoint.CheckpointError.
         device: "auto" (CUDA when available, else CPU, said in one log line), "cpu", "cuda".
         backend: "torch", or "onnxruntime" (a .pt checkpoint is exported once to an ONNX file
-            cached under onnx_cache_dir(), keyed by the checkpoint's content).
+            cached under onnx_cache_dir(), keyed by the checkpoint's content), or "auto":
+            onnxruntime on a CPU (2-3x faster than torch for this network at batch 1) when it
+            is installed, torch on CUDA; an .onnx model always runs on onnxruntime.
         max_gap_s: larger stamp gaps reset the stream's state; None or math.inf disables.
         threads: CPU threads for inference (torch: process-wide torch.set_num_threads).
         logger: anything with .info/.warning (rclpy or logging); default logging.
@@ -305,9 +307,11 @@ class SaliencyEngine:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         self.max_gap_s = max_gap_s
+        path = Path(model_path) if model_path else DEFAULT_MODEL
+        if backend == "auto":
+            backend = self._auto_backend(device, path)
         self.backend = backend
         self.device = self._resolve_device(device, backend)
-        path = Path(model_path) if model_path else DEFAULT_MODEL
         self.model_path = path
         self._tmpdir = None
         if backend == "torch":
@@ -358,6 +362,22 @@ class SaliencyEngine:
         if not value > 0:
             raise ValueError(f"max_gap_s must be > 0 (or None to disable), got {value}")
         self._max_gap_s = value
+
+    def _auto_backend(self, device: str, path: Path) -> str:
+        """Backend "auto": onnxruntime for an .onnx model or on a CPU, else torch."""
+        import importlib.util
+
+        has_ort = importlib.util.find_spec("onnxruntime") is not None
+        if path.suffix == ".onnx":
+            chosen, why = "onnxruntime", "ONNX model"
+        elif device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+            chosen, why = "torch", "CUDA device"
+        elif has_ort:
+            chosen, why = "onnxruntime", "CPU device"
+        else:
+            chosen, why = "torch", "CPU device, onnxruntime is not installed"
+        self._log.info(f"backend auto -> {chosen} ({why})")
+        return chosen
 
     def _resolve_device(self, device: str, backend: str) -> str:
         if backend == "torch":

@@ -35,7 +35,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from . import params as P
 from .image_io import ImageEncodingError, check_image, image_to_rgb8, numpy_to_image
 from .outputs import (CameraStats, bearings_msg, diagnostic_status, overlay_bgr,
-                      peaks_msg)
+                      peaks_msg, saliency_size)
 from .peaks import find_peaks, pixels_to_bearings
 
 NODE_NAME = "saliency_node"
@@ -323,8 +323,7 @@ class SaliencyNode(Node):
         from .engine import upsample
         cam, msg, settings = w.cam, w.msg, self._settings
         height, width = w.rgb.shape[:2]
-        out_h = max(1, int(round(height * settings.output_scale)))
-        out_w = max(1, int(round(width * settings.output_scale)))
+        out_w, out_h = saliency_size(width, height, settings.output_scale)
         sal_out = upsample(result.saliency, (out_h, out_w))
         cam.pub_saliency.publish(numpy_to_image(sal_out, "32FC1", msg.header))
         peaks = find_peaks(result.saliency, (width, height), top_k=settings.top_k,

@@ -16,12 +16,17 @@ mapping documented in the README lives in one place:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseArray
+
+
+def saliency_size(width: int, height: int, scale: float) -> Tuple[int, int]:
+    """(W, H) of ~/saliency for a width x height input at ``output_scale`` (at least 1 px)."""
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
 def peaks_msg(header, peaks: Sequence) -> PoseArray:

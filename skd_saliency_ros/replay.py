@@ -34,6 +34,8 @@ import numpy as np
 from .bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE, OutputBag, STORAGES,
                      InputBag, atomic_bag_path, check_output_path, decode_rgb, make_bag,
                      stamp_ns)
+from .outputs import saliency_size
+from .params import BACKENDS, DEVICES, SPECS
 from .processes import request_stop
 
 PROG = "saliency_replay"
@@ -53,15 +55,15 @@ class ReplayError(ValueError):
 class Settings:
     """Node parameters replay honours, from the node's params file and the command line."""
 
-    model_path: str = ""
-    device: str = "auto"
-    backend: str = "torch"
-    threads: int = 0
-    max_gap_s: float = 0.5
-    top_k: int = 5
-    nms_radius: float = 0.1
-    min_score: float = 0.3
-    output_scale: float = 1.0
+    model_path: str = SPECS["model_path"].default
+    device: str = SPECS["device"].default
+    backend: str = SPECS["backend"].default
+    threads: int = SPECS["threads"].default
+    max_gap_s: float = SPECS["max_gap_s"].default
+    top_k: int = SPECS["top_k"].default
+    nms_radius: float = SPECS["nms_radius"].default
+    min_score: float = SPECS["min_score"].default
+    output_scale: float = SPECS["output_scale"].default
     extra: Dict[str, object] = field(default_factory=dict)
 
 
@@ -88,7 +90,7 @@ def build_settings(args) -> Settings:
     """Defaults of the node, then the params file, then explicit command-line options."""
     values = {}
     if args.params_file:
-        from .params import SPECS, validate
+        from .params import validate
         values = read_params_file(args.params_file)
         # the node's own checks (use_sim_time and other ROS parameters are not the node's)
         reason = validate({k: v for k, v in values.items() if k in SPECS})
@@ -114,11 +116,6 @@ def _ros_header(stamp: int, frame_id: str):
                   frame_id=frame_id)
 
 
-def output_size(width: int, height: int, scale: float):
-    """(W, H) of ~/saliency for an input of width x height at ``output_scale``."""
-    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
-
-
 class FrameOutputs:
     """The node's three outputs for one frame, serialized exactly as the node publishes them."""
 
@@ -135,7 +132,7 @@ class FrameOutputs:
         from .peaks import find_peaks
         s = self.settings
         width, height = image_size
-        out_w, out_h = output_size(width, height, float(s.output_scale))
+        out_w, out_h = saliency_size(width, height, float(s.output_scale))
         header = _ros_header(header_stamp, frame_id)
         sal = upsample(result.saliency, (out_h, out_w))
         peaks = find_peaks(result.saliency, (width, height), top_k=int(s.top_k),
@@ -394,8 +391,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-file", type=Path, default=None,
                    help="the node's params YAML (config/saliency.yaml): model, top_k, ...")
     p.add_argument("--model", default=None, help="checkpoint or ONNX (overrides params file)")
-    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
-    p.add_argument("--backend", default=None, choices=("torch", "onnxruntime"))
+    p.add_argument("--device", default=None, choices=DEVICES)
+    p.add_argument("--backend", default=None, choices=BACKENDS)
     p.add_argument("--distro", choices=DISTROS, default="humble",
                    help="type store for bags without stored definitions / for output types")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N images")

@@ -221,6 +221,15 @@ def stamp_of(msg) -> tuple:
     return (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
 
+def default_output_size(height: int, width: int):
+    """(H, W) of ~/saliency for an input of that size at the default output_scale."""
+    from skd_saliency_ros.outputs import saliency_size
+    from skd_saliency_ros.params import SPECS
+
+    width, height = saliency_size(width, height, SPECS["output_scale"].default)
+    return height, width
+
+
 def camera_info(width: int, height: int, fx: float):
     """Build a pinhole CameraInfo (no distortion) for a width x height image."""
     from sensor_msgs.msg import CameraInfo

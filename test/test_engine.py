@@ -273,6 +273,20 @@ def test_onnx_file_as_model_path(model_path, frames, tmp_path):
         SaliencyEngine(onnx_path, backend="torch")
 
 
+def test_auto_backend_picks_onnxruntime_on_cpu(model_path, frames, tmp_path):
+    """Backend auto: onnxruntime on a CPU (said in one log line), same maps as torch."""
+    logger = ListLogger()
+    auto = SaliencyEngine(model_path, device="cpu", backend="auto", threads=1, logger=logger)
+    assert auto.backend == "onnxruntime"
+    assert ("info", "backend auto -> onnxruntime (CPU device)") in logger.lines
+    torch_engine = SaliencyEngine(model_path, device="cpu", backend="torch", threads=1)
+    for i, frame in enumerate(frames[:3]):
+        np.testing.assert_allclose(auto.step(frame, 0.1 * i).saliency,
+                                   torch_engine.step(frame, 0.1 * i).saliency, atol=1e-4)
+    onnx_path = export_checkpoint(model_path, tmp_path / "model.onnx")
+    assert SaliencyEngine(onnx_path, device="cpu", backend="auto").backend == "onnxruntime"
+
+
 def test_missing_or_wrong_model_files_raise_checkpoint_error(tmp_path):
     """Missing, corrupt and mislabelled model files give a CheckpointError naming the file."""
     junk_pt = tmp_path / "junk.pt"

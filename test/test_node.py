@@ -13,8 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from node_harness import (REPO_ROOT, Client, NodeProcess, camera_info, image_to_array,
-                          make_image, model_params, node_env, read_frames, stamp_of)
+from node_harness import (REPO_ROOT, Client, NodeProcess, camera_info, default_output_size,
+                          image_to_array, make_image, model_params, node_env, read_frames,
+                          stamp_of)
 
 FRAME_ID = "uav_camera_optical"
 PERIOD_S = 0.1  # 10 Hz, the frame rate of the UAV123@10fps clips
@@ -74,14 +75,15 @@ def test_stream_outputs_one_per_frame(ros_env, person11):
         for k, msg in enumerate(sent):
             sal_msg = sal_by[stamp_of(msg)][0]
             assert sal_msg.header.frame_id == FRAME_ID
-            assert (sal_msg.encoding, sal_msg.height, sal_msg.width) == ("32FC1", height, width)
+            out_h, out_w = default_output_size(height, width)
+            assert (sal_msg.encoding, sal_msg.height, sal_msg.width) == ("32FC1", out_h, out_w)
             sal = image_to_array(sal_msg)
             assert np.isfinite(sal).all() and sal.min() >= 0.0 and sal.max() <= 1.0
             assert sal.max() > 0.9 and sal.std() > 0.01, "map is (nearly) constant"
             # Same numbers as the engine run locally on the same frames and stamps.
             expected = engine.step(person11[k][:, :, ::-1].copy(), 1000.0 + PERIOD_S * k)
             from skd_saliency_ros.engine import upsample
-            np.testing.assert_allclose(sal, upsample(expected.saliency, (height, width)),
+            np.testing.assert_allclose(sal, upsample(expected.saliency, (out_h, out_w)),
                                        atol=2e-3)
 
             peaks = peaks_by[stamp_of(msg)][0]
@@ -281,8 +283,10 @@ def test_two_cameras_one_node(ros_env, person11, shared_data):
             assert down.wait_for("saliency", stamp_of(d)), node.output[-3000:]
             sf = front.by_stamp("saliency")[stamp_of(f)][0]
             sd = down.by_stamp("saliency")[stamp_of(d)][0]
-            assert (sf.header.frame_id, sf.height) == ("front_optical", 360)
-            assert (sd.header.frame_id, sd.height) == ("down_optical", 720)
+            assert (sf.header.frame_id, sf.height) == ("front_optical",
+                                                       default_output_size(360, 640)[0])
+            assert (sd.header.frame_id, sd.height) == ("down_optical",
+                                                       default_output_size(720, 1280)[0])
         time.sleep(0.5)
         assert front.count("saliency") == 3 and down.count("saliency") == 3
         for label in ("front", "down"):  # interleaved cameras never reset each other

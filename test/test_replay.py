@@ -165,7 +165,8 @@ def test_offline_output_bag_counts_stamps_and_types(offline, bag):
     assert np.array_equal(a.data, b.data)
     from skd_saliency_ros.image_io import image_to_numpy
     for _, sal in dst[f"{NS}/saliency"][1][:3]:
-        assert sal.encoding == "32FC1" and (sal.width, sal.height) == (1280, 720)
+        # the node's default output_scale (0.25): 1280x720 -> 320x180
+        assert sal.encoding == "32FC1" and (sal.width, sal.height) == (320, 180)
         arr = image_to_numpy(sal)
         assert arr.min() >= 0.0 and arr.max() <= 1.0 and arr.max() > 0.5
     n_peaks = 0
@@ -420,7 +421,7 @@ def test_params_file_sets_what_the_node_would_publish(bag, model_path, tmp_path,
     """The node's YAML drives replay: output_scale and top_k; invalid values are refused."""
     import yaml
     params = yaml.safe_load((REPO / "config" / "saliency.yaml").read_text())
-    params["/**"]["ros__parameters"].update(output_scale=0.25, top_k=1, min_score=0.0,
+    params["/**"]["ros__parameters"].update(output_scale=0.5, top_k=1, min_score=0.0,
                                             model_path=str(model_path))
     good = tmp_path / "params.yaml"
     good.write_text(yaml.safe_dump(params))
@@ -428,7 +429,7 @@ def test_params_file_sets_what_the_node_would_publish(bag, model_path, tmp_path,
     assert main([str(bag), "--params-file", str(good), "--out", str(out), "--max-frames", "3",
                  "--no-progress"]) == 0
     content = read_bag(out)
-    assert {(m.width, m.height) for _, m in content[f"{NS}/saliency"][1]} == {(320, 180)}
+    assert {(m.width, m.height) for _, m in content[f"{NS}/saliency"][1]} == {(640, 360)}
     assert [len(m.poses) for _, m in content[f"{NS}/peaks"][1]] == [1, 1, 1]
     params["/**"]["ros__parameters"]["top_k"] = 500
     bad = tmp_path / "bad.yaml"
