@@ -198,7 +198,7 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     if encoding in _YUV422 and width % 2:
         raise ImageEncodingError(f"numpy_to_image: yuv422 needs an even width, got {width}")
     arr = np.ascontiguousarray(arr, dtype=want_dtype.newbyteorder("="))
-    msg = Image()
+    msg = _empty_image()
     if header is not None:
         msg.header = header
     msg.height = int(height)
@@ -207,8 +207,23 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     msg.is_bigendian = int(_HOST_BIGENDIAN and want_dtype.itemsize > 1)
     msg.step = int(width * layout.channels * want_dtype.itemsize)
     # An array.array passes the message's type check without a per-byte Python loop; filling
-    # it from the array's buffer is one memcpy (arr.tobytes() would add a second one).
+    # it from the array's buffer is one memcpy (arr.tobytes() would add a second one), and a
+    # message with field checks keeps that array instead of copying it (_empty_image).
     data = array.array("B")
     data.frombytes(memoryview(arr).cast("B"))
     msg.data = data
     return msg
+
+
+def _empty_image() -> Image:
+    """Return an Image whose ``data`` setter keeps an array.array as is.
+
+    Without field checks (the default since Jazzy, ROS_PYTHON_CHECK_FIELDS unset) the
+    generated setter copies any value into a new array.array: one more pass over a
+    3.7 MB map.  With checks, an array.array of type 'B' is stored without a copy.  Humble's
+    messages take no ``check_fields`` argument and always keep the array.
+    """
+    try:
+        return Image(check_fields=True)
+    except (AssertionError, TypeError):
+        return Image()
