@@ -126,6 +126,20 @@ def test_transfer_from_scratch_ablation(shared_data, cache, tmp_path):
     assert read_checkpoint(out)["meta"]["init"] == "default (seeded)"
 
 
+def test_cosine_schedule_decays_to_zero_and_is_recorded(shared_data, cache, tmp_path):
+    """--lr-schedule cosine: lr from --lr down to 0; the checkpoint says which schedule."""
+    from training.trainer import learning_rate
+
+    assert learning_rate("constant", 1e-3, 7, 10) == 1e-3
+    rates = [learning_rate("cosine", 1e-3, s, 10) for s in range(11)]
+    assert rates[0] == 1e-3 and rates[5] == pytest.approx(5e-4) and rates[10] == 0.0
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    out = tmp_path / "cos.pt"
+    assert main(["distill", "--student", "temporal", "--lr-schedule", "cosine",
+                 *_common(shared_data, cache, out)]) == 0
+    assert read_checkpoint(out)["meta"]["lr_schedule"] == "cosine"
+
+
 # --------------------------------------------------------------------------- resume, seeds
 def test_resume_continues_exactly_and_seeds_repeat(students, shared_data, cache, tmp_path):
     """Check: resume continues exactly and seeds repeat."""
@@ -159,6 +173,9 @@ def test_resume_refuses_changed_settings(shared_data, cache, tmp_path, capsys):
     assert main(["distill", "--student", "spatial", "--resume", "--lr", "0.01",
                  *_common(shared_data, cache, out)]) == 2
     assert "lr: 0.001 -> 0.01" in capsys.readouterr().err
+    assert main(["distill", "--student", "spatial", "--resume", "--lr-schedule", "cosine",
+                 *_common(shared_data, cache, out)]) == 2
+    assert "lr_schedule: constant -> cosine" in capsys.readouterr().err
     # a fresh start over an interrupted run's state must be explicit
     assert main(["distill", "--student", "spatial", *_common(shared_data, cache, out)]) == 2
     assert "--resume" in capsys.readouterr().err

@@ -24,8 +24,8 @@ def build_card(checkpoint: Path, evaluation: Dict[str, Any]) -> Dict[str, Any]:
     payload = read_checkpoint(checkpoint)
     meta = payload.get("meta", {})
     model = build_model(payload["kind"], payload["arch"])
-    keep = ("step", "init", "lambda", "steps", "batch_size", "lr", "weight_decay", "seed",
-            "hflip", "teachers", "soft_teachers", "data", "train_time_s", "threads",
+    keep = ("step", "init", "lambda", "steps", "batch_size", "lr", "lr_schedule", "weight_decay",
+            "seed", "hflip", "teachers", "soft_teachers", "data", "train_time_s", "threads",
             "world_size", "command")
     students = {k: {key: v.get("meta", {}).get(key) for key in
                     ("lambda", "steps", "batch_size", "teachers", "train_time_s", "command")}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -84,6 +85,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
                    help="optimizer steps in total (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=32, help="global batch (default 32)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                   help="constant, or cosine: decay from --lr to 0 over --steps, so the "
+                        "last checkpoint is a settled one rather than one noisy step "
+                        "(default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=1e-4,
                    help="Adam weight decay (default 1e-4)")
     g.add_argument("--seed", type=int, default=0, help="seed of init, order and flips")
@@ -305,9 +310,21 @@ def check_outputs(args: argparse.Namespace) -> None:
                             "to continue it or --overwrite to start over")
 
 
+LR_SCHEDULES = ("constant", "cosine")
 # Options that must not change between an interrupted run and its --resume.
-FIXED_ON_RESUME = ("kind", "arch", "resolution", "lam", "batch_size", "lr", "weight_decay",
-                   "seed", "hflip", "world")
+FIXED_ON_RESUME = ("kind", "arch", "resolution", "lam", "batch_size", "lr", "lr_schedule",
+                   "weight_decay", "seed", "hflip", "world")
+# What a resume state written before an option existed implied.
+IMPLIED_BEFORE = {"lr_schedule": "constant"}
+
+
+def learning_rate(schedule: str, base: float, step: int, total: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+    raise ValueError(f"unknown learning-rate schedule '{schedule}'")
 
 
 def train(args: argparse.Namespace, kind: str, build: Callable[[], torch.nn.Module],
@@ -333,7 +350,8 @@ def _train(args, kind, build, data_fn, meta, info: DistInfo) -> int:
     check_outputs(args)
     progress = args.progress and info.is_main
     config = {"kind": kind, "arch": args.arch, "resolution": args.resolution, "lam": args.lam,
-              "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+              "batch_size": args.batch_size, "lr": args.lr,
+              "lr_schedule": args.lr_schedule, "weight_decay": args.weight_decay,
               "seed": args.seed, "hflip": bool(args.hflip), "world": info.world}
 
     torch.manual_seed(args.seed)
@@ -390,6 +408,8 @@ def _train(args, kind, build, data_fn, meta, info: DistInfo) -> int:
             raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(args.lr_schedule, args.lr, step, args.steps)
         optimizer.step()
         step += 1
         history["train"].append({"step": step, "loss": float(loss.item())})
@@ -432,6 +452,7 @@ def _load_resume(path, model, optimizer, kind, args, config, device):
     if "optimizer" not in extra:
         raise TrainingError(f"{path}: holds no optimizer state; not a resume state")
     old = json.loads(extra["config"])
+    old = {**IMPLIED_BEFORE, **old}
     changed = [f"{k}: {old.get(k)} -> {config[k]}" for k in FIXED_ON_RESUME
                if old.get(k) != config[k]]
     if changed:
@@ -455,9 +476,9 @@ def _finish(args, model, data, history, config, meta, elapsed, info) -> None:
     full_meta.update({
         "kind": config["kind"], "arch": args.arch, "resolution": args.resolution,
         "lambda": args.lam, "steps": args.steps, "batch_size": args.batch_size,
-        "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
-        "hflip": bool(args.hflip), "world_size": info.world, "threads": args.threads,
-        "device": info.device, "parameters": count_parameters(model),
+        "lr": args.lr, "lr_schedule": args.lr_schedule, "weight_decay": args.weight_decay,
+        "seed": args.seed, "hflip": bool(args.hflip), "world_size": info.world,
+        "threads": args.threads, "device": info.device, "parameters": count_parameters(model),
         "data": data.summary, "validation": {"sequence": data.val_name, **(val or {})},
         "train_time_s": round(elapsed, 1), "final_loss": _recent_loss(history),
         "command": _command_line(),
