@@ -66,6 +66,9 @@ def add_node_arguments(parser) -> None:
                         help="extra node parameter on top of config/saliency.yaml (repeatable)")
     parser.add_argument("--node-json", type=Path, default=None,
                         help="write the node result here (default: --json)")
+    parser.add_argument("--node-section", default=SECTION,
+                        help="marker name of the section --doc replaces (default "
+                             f"{SECTION}; another name keeps a second configuration's table)")
     parser.add_argument("--node-start-timeout", type=float, default=120.0,
                         help="seconds a process may take to come up (120)")
 
@@ -351,7 +354,7 @@ def run(args) -> int:
     if doc is not None:
         from training.bench_report import replace_section
 
-        replace_section(doc, SECTION, doc_section(result))
+        replace_section(doc, getattr(args, "node_section", SECTION), doc_section(result))
         print(f"updated {doc}")
     return 0
 

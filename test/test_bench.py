@@ -176,6 +176,41 @@ def test_node_bench_refuses_missing_model(tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+def _ladder(*args):
+    return subprocess.run([sys.executable, "-m", "bench.node_ladder", *args], cwd=REPO_ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def test_node_ladder_smoke(tmp_path, fast_checkpoint, shared_data):
+    """A two-step ladder: one full node bench per step, table in the doc, plot beside it."""
+    ladder = tmp_path / "ladder.yaml"
+    ladder.write_text('- label: "full-size map"\n  params: ["output_scale:=1.0"]\n'
+                      '- label: "shipped config"\n  params: []\n')
+    doc, out, plot = tmp_path / "B.md", tmp_path / "l.json", tmp_path / "l.png"
+    doc.write_text("# hand-written\n")
+    proc = _ladder("--ladder", str(ladder), "--sizes", "640x480", "--node-runs", "1",
+                   "--node-warmup", "1", "--node-duration", "2", "--node-model",
+                   str(fast_checkpoint), "--json", str(out), "--doc", str(doc), "--plot",
+                   str(plot), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [s["label"] for s in result["steps"]] == ["full-size map", "shipped config"]
+    assert result["steps"][0]["params"] == ["output_scale:=1.0"]
+    for step in result["steps"]:
+        assert step["per_size"]["640x480"]["node"]["sent"] > 0
+    text = doc.read_text()
+    assert text.startswith("# hand-written") and "| full-size map | 640x480 |" in text
+    assert plot.stat().st_size > 1000
+
+
+def test_node_ladder_refuses_bad_ladder_file(tmp_path):
+    """A ladder file that is not a list of labelled steps is refused with its name."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("label: not a list\n")
+    proc = _ladder("--ladder", str(bad), "--no-progress")
+    assert proc.returncode == 2 and "bad.yaml: expected a list of steps" in proc.stderr
+
+
 def test_architecture_doc_in_sync():
     """docs/ARCHITECTURE.md's layer tables equal what tools/arch_table.py builds now."""
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "arch_table.py"),
