@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "torch", "onnxruntime")
+from .engine import BACKENDS, DEVICES  # one list of choices for the engine and its parameters
+
 RELIABILITIES = ("best_effort", "reliable")
 
 
