@@ -34,6 +34,7 @@ import numpy as np
 from .bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE, OutputBag, STORAGES,
                      InputBag, atomic_bag_path, check_output_path, decode_rgb, make_bag,
                      stamp_ns)
+from .cli_errors import is_user_error
 from .outputs import saliency_size
 from .params import BACKENDS, DEVICES, SPECS
 from .processes import request_stop
@@ -566,8 +567,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - only user-error types are turned into one line
-        if any(c.__name__ in USER_ERRORS for c in type(exc).__mro__) \
-                or isinstance(exc, FileNotFoundError):
+        if is_user_error(exc, USER_ERRORS):
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -14,6 +14,8 @@ import importlib
 import sys
 from typing import List, Optional
 
+from skd_saliency_ros.cli_errors import is_user_error
+
 STEPS = {
     "teach": ("training.teach", "compute and cache teacher maps for the data bundle"),
     "distill": ("training.distill", "step 1: distil a spatial or temporal student"),
@@ -68,8 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(module.run(args) or 0)
     except Exception as exc:  # noqa: BLE001 - only known user-error types are caught below
-        if any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__) \
-                or isinstance(exc, FileNotFoundError):
+        if is_user_error(exc, USER_ERRORS):
             print(f"python -m training {name}: error: {exc}", file=sys.stderr)
             return 2
         raise
