@@ -354,7 +354,7 @@ def run(args) -> int:
     if doc is not None:
         from training.bench_report import replace_section
 
-        replace_section(doc, getattr(args, "node_section", SECTION), doc_section(result))
+        replace_section(doc, args.node_section, doc_section(result))
         print(f"updated {doc}")
     return 0
 
