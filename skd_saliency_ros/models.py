@@ -92,6 +92,10 @@ ARCHITECTURES["skd-fast"] = {
     "prior_size": 16,
 }
 
+# skd-fast without the learned prior map: whether the prior earns its place (issue 9).
+ARCHITECTURES["skd-fast-noprior"] = dict(copy.deepcopy(ARCHITECTURES["skd-fast"]),
+                                         prior="none")
+
 KINDS = ("spatial", "temporal", "fused")
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)

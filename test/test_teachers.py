@@ -259,3 +259,131 @@ def test_generic_teacher_config_errors(model_files, car10, tmp_path):
     cfg = write_yaml(tmp_path / "wrong.yaml", f"kind: temporal\nmodel: {root}/net3.pt\n")
     with pytest.raises(TeacherError, match="net3.pt: teacher model failed"):
         get_teacher(str(cfg))(car10[1], car10[0])
+
+
+# ----------------------------------------------------------------- clip teachers (TinyHD)
+TINYHD_MEAN = np.float32([0.485, 0.456, 0.406])
+TINYHD_STD = np.float32([0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module")
+def car10_clip(shared_data):
+    """Return the first 21 frames of car10 (1280x720 RGB)."""
+    return read_frames(shared_data / "uav_gaze" / "car10.mp4", list(range(21)))
+
+
+def tinyhd_input(frames):
+    """Return the authors' pre-processing, written out: (1, 3, T, 192, 256) float32."""
+    xs = [(cv2.resize(f, (256, 192), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+           - TINYHD_MEAN) / TINYHD_STD for f in frames]
+    return np.stack(xs, 0).transpose(3, 0, 1, 2)[None].copy()
+
+
+def as_teacher_map(raw, frame):
+    """Turn a raw TinyHD map into the teacher contract (normalise: max, frame size, max 1)."""
+    big = cv2.resize(raw / raw.max(), (frame.shape[1], frame.shape[0]),
+                     interpolation=cv2.INTER_LINEAR)
+    return big / big.max()
+
+
+@pytest.mark.parametrize("name", ["tinyhd-m", "tinyhd-s"])
+def test_tinyhd_teacher_matches_direct_onnxruntime(name, car10_clip):
+    """Check label_frames against a direct onnxruntime call of the same file (1e-5).
+
+    Real frames; windows, padding at the start (TinyHD-S), the final overlapping clip (TinyHD-M).
+    """
+    import onnxruntime as ort
+
+    teacher = get_teacher(name)
+    assert teacher.window == 16 and teacher.kind == "temporal"
+    maps = list(teacher.label_frames(car10_clip))
+    assert len(maps) == len(car10_clip)
+    for sal in maps:
+        check_map(sal, car10_clip[0])
+    sess = ort.InferenceSession(str(teacher.model_path), providers=["CPUExecutionProvider"])
+
+    def run(frames):
+        return sess.run(None, {"clip": tinyhd_input(frames)})[0][0, 0]
+
+    if name == "tinyhd-m":   # clips 0-15 and (remainder) 5-20, one map per frame
+        first, last = run(car10_clip[0:16]), run(car10_clip[5:21])
+        expect = {3: first[3], 15: first[15], 16: last[11], 20: last[15]}
+    else:                    # frame t from t-15 .. t, the first frame repeated before 0
+        expect = {3: run([car10_clip[0]] * 12 + car10_clip[0:4]),
+                  20: run(car10_clip[5:21])}
+    for k, raw in expect.items():
+        np.testing.assert_allclose(maps[k], as_teacher_map(raw, car10_clip[k]), atol=1e-5,
+                                   err_msg=f"{name} frame {k}")
+    with pytest.raises(TeacherError, match="use label_frames"):
+        teacher(car10_clip[0])
+
+
+def test_clip_teacher_batches_give_the_same_maps(car10_clip, tmp_path):
+    """Several clips per call (batch) change nothing but the speed."""
+    from training.teachers import SHIPPED_YAML_DIR
+    text = (SHIPPED_YAML_DIR / "tinyhd_s.yaml").read_text().replace("batch: 4", "batch: 1")
+    text = text.replace("{data_dir}", str(get_teacher("tinyhd-s").model_path.parent.parent))
+    one = get_teacher(str(write_yaml(tmp_path / "s1.yaml", text)))
+    assert one.batch == 1 and get_teacher("tinyhd-s").batch == 4
+    frames = car10_clip[:18]
+    for a, b in zip(one.label_frames(frames), get_teacher("tinyhd-s").label_frames(frames)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_clip_teacher_errors(car10_clip, model_files, tmp_path):
+    """Video shorter than the window, wrong input rank, wrong window, unknown key, no file."""
+    with pytest.raises(TeacherError, match="the video has 10 frame.*window of 16"):
+        list(get_teacher("tinyhd-m").label_frames(car10_clip[:10]))
+    onnx = get_teacher("tinyhd-m").model_path
+    base = f"kind: temporal\nmodel: {onnx}\n"
+    clip = "input: {window: 16, stack: time, size: [256, 192]}\noutput: {per_frame: true}\n"
+    cases = {
+        # a 4-D frame model fed 5-D clips: refused at load time, naming both files
+        f"kind: spatial\nmodel: {model_files[0]}/net3.onnx\n"
+        "input: {window: 4, stack: time}\n": r"net3.onnx: the model's input has rank 4",
+        base + clip.replace("window: 16", "window: 8"):
+            r"tinyhd_m_rc4.onnx: the model takes clips of 16 frames.*input.window 8",
+        base + "input: {window: 16}\n": "needs input.stack: time",
+        base + clip + "clips: 2\n": r"unknown key\(s\) \['clips'\]",
+        base + clip.replace("per_frame: true", "per_frames: true"):
+            r"unknown key\(s\) \['per_frames'\] in 'output'",
+        base + clip + "batch: 0\n": "'batch'",
+        base + "input: {window: 0}\n": "input.window must be an integer >= 1",
+        "kind: temporal\nmodel: '{data_dir}/teachers/nope.onnx'\n": "nope.onnx: teacher model "
+                                                                    "file not found",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        cfg = write_yaml(tmp_path / f"clip{i}.yaml", text)
+        with pytest.raises(TeacherError, match=message):
+            get_teacher(str(cfg))
+
+
+def test_cache_labels_with_clip_teacher(shared_data, tmp_path):
+    """The teach step's cache fills from a clip teacher in one decode, and extends exactly."""
+    from training.datasets import VideoSource, cached_teacher_maps, ensure_cache
+
+    teacher = get_teacher("tinyhd-m")
+    source = VideoSource(shared_data / "uav_unlabeled" / "wakeboard7.mp4")
+    ensure_cache(source, [32], [teacher], tmp_path, max_frames=20, progress=False)
+    part = np.array(cached_teacher_maps(source, teacher, tmp_path))
+    assert part.shape == (20, 180, 320)
+    ensure_cache(source, [32], [teacher], tmp_path, max_frames=40, progress=False)
+    whole = np.array(cached_teacher_maps(source, teacher, tmp_path))
+    assert whole.shape == (40, 180, 320)
+    # frames 0-15 are the same first clip either way; an extended cache is labelled afresh,
+    # so it equals labelling the 40 frames directly
+    np.testing.assert_array_equal(whole[:16], part[:16])
+    direct = list(teacher.label_frames(source.frames(0, 40)))
+    for k in (18, 30, 39):
+        small = cv2.resize(direct[k], (320, 180), interpolation=cv2.INTER_AREA)
+        assert np.abs(np.rint(small * 255) - whole[k].astype(float)).max() <= 1
+
+
+def test_teacher_config_ignores_how_the_model_path_is_spelled(tmp_path, monkeypatch):
+    """The cache key is the computation: the data dir spelt another way reuses the maps."""
+    first = get_teacher("tinyhd-m")
+    other = first.model_path.parent.parent / ".." / first.model_path.parent.parent.name
+    monkeypatch.setenv("SKD_DATA_DIR", str(other))
+    second = get_teacher("tinyhd-m")
+    assert str(second.model_path) != str(first.model_path)
+    assert second.config == first.config and first.config["model_file"] == "tinyhd_m_rc4.onnx"

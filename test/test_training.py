@@ -140,6 +140,55 @@ def test_cosine_schedule_decays_to_zero_and_is_recorded(shared_data, cache, tmp_
     assert read_checkpoint(out)["meta"]["lr_schedule"] == "cosine"
 
 
+def test_tinyhd_teacher_end_to_end(shared_data, cache, tmp_path):
+    """Run the real TinyHD-M teacher on a few real frames, end to end.
+
+    teach -> soft-only fused distillation (one teacher in both roles) -> evaluate with the
+    teacher and with --pair-gap 0.
+    """
+    # 20 frames: more than TinyHD-M's window of 16 (a shorter clip is refused)
+    common = _common(shared_data, cache, tmp_path / "fused.pt", steps=2)
+    common[common.index("--max-frames") + 1] = "20"
+    assert main(["transfer", "--from-scratch", "--lambda", "1.0", "--arch", "skd-fast",
+                 "--spatial-teacher", "tinyhd-m", "--temporal-teacher", "tinyhd-m",
+                 *common]) == 0
+    meta = read_checkpoint(tmp_path / "fused.pt")["meta"]
+    assert meta["soft_teachers"] == ["tinyhd-m", "tinyhd-m"]
+    assert meta["teachers"] == {"spatial": "tinyhd-m", "temporal": "tinyhd-m"}
+    assert [d["frames"] for d in meta["data"]["train"]] == [20, 20]
+    results = {}
+    for gap in (1, 0):
+        out = tmp_path / f"eval{gap}.json"
+        assert main(["evaluate", "--video", str(shared_data / "uav_gaze" / "group2.mp4"),
+                     "--gaze", str(shared_data / "uav_gaze" / "group2_gaze.npz"),
+                     "--models", f"{tmp_path / 'fused.pt'},teacher:tinyhd-m",
+                     "--json", str(out), "--max-frames", "20", "--pair-gap", str(gap),
+                     "--cache-dir", str(cache), "--data-dir", str(shared_data),
+                     "--no-progress"]) == 0
+        results[gap] = json.loads(out.read_text())["models"]
+    # the teacher does not depend on the pairing; the two-stream model sees other inputs
+    assert results[0]["teacher:tinyhd-m"]["nss"] == results[1]["teacher:tinyhd-m"]["nss"]
+    assert results[1]["teacher:tinyhd-m"]["nss"] > 1.0
+    assert results[0]["fused"]["pair_gap"] == 0 and results[1]["fused"]["pair_gap"] == 1
+    assert results[0]["fused"]["nss"] != results[1]["fused"]["nss"]
+
+
+def test_contact_sheet_draws_and_refuses_overwrite(shared_data, tmp_path, capsys):
+    """A real contact sheet (shipped model, TinyHD-M) on two clips; no silent overwrite."""
+    out = tmp_path / "sheet.png"
+    args = ["contact-sheet", "--frames", "uav_gaze/group2.mp4:20;uav_unlabeled/wakeboard7.mp4:3",
+            "--data-dir", str(shared_data), "--models", "default,teacher:tinyhd-m",
+            "--out", str(out)]
+    assert main(args) == 0
+    assert out.stat().st_size > 10000
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    bad = ["contact-sheet", "--frames", "uav_gaze/group2.mp4:5000", "--data-dir",
+           str(shared_data), "--out", str(tmp_path / "b.png")]
+    assert main(bad) == 2
+    assert "frame(s) [5000] outside 0..894" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- resume, seeds
 def test_resume_continues_exactly_and_seeds_repeat(students, shared_data, cache, tmp_path):
     """Check: resume continues exactly and seeds repeat."""

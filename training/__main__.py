@@ -23,12 +23,14 @@ STEPS = {
     "evaluate": ("training.evaluate", "score models on a video with gaze (Table I, ROC)"),
     "bench": ("training.bench", "speed and memory tables (Table V)"),
     "export": ("training.export", "export a checkpoint to ONNX"),
+    "contact-sheet": ("training.contact_sheet", "heat maps of several models on frames of "
+                      "several clips, one PNG"),
 }
 
 # Errors that are the user's input, not a bug: print one line, exit 2.
 USER_ERRORS = ("TrainingError", "CheckpointError", "DatasetError", "TeacherError",
                "GazeError", "ArchitectureError", "EvaluationError", "ExportError",
-               "BenchError", "ImageEncodingError")
+               "BenchError", "ImageEncodingError", "ContactSheetError")
 
 
 def _load_step(name: str):

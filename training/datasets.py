@@ -186,7 +186,7 @@ class VideoSource:
 
 
 def default_sources(data_dir: Union[str, Path, None] = None) -> Dict[str, List[VideoSource]]:
-    """Return the bundle's split: train = car10 (gaze) + 13 unlabeled clips, val = group2."""
+    """Return the bundle's split: train = car10 (gaze) + every unlabeled clip, val = group2."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     gaze_dir, unlabeled = root / "uav_gaze", root / "uav_unlabeled"
     for need in (gaze_dir / "car10.mp4", gaze_dir / "group2.mp4", unlabeled):
@@ -278,32 +278,49 @@ class _SourceCache:
         have.update({("teacher", t.name): self.load_teacher(t) for t in teachers})
         counts = {k: 0 if v is None else len(v) for k, v in have.items()}
         todo = {k for k, c in counts.items() if c < n}
+        for t in teachers:  # a clip teacher's last maps depend on where the video ended:
+            if ("teacher", t.name) in todo and t.window > 1:  # label the whole video afresh
+                counts[("teacher", t.name)] = 0
+                have[("teacher", t.name)] = None
         timings = {t.name: 0.0 for t in teachers}
         if not todo:
             return timings
         self.dir.mkdir(parents=True, exist_ok=True)
-        first = min(counts[k] for k in todo)
+        short = [t for t in teachers if ("teacher", t.name) in todo and t.window > n]
+        if short:
+            raise DatasetError(f"{self.source.path}: {n} frame(s), fewer than the window of "
+                               f"teacher {short[0].name} ({short[0].window} frames)")
+        # One decode feeds every teacher: clip teachers need every frame as context, one-frame
+        # teachers only compute the frames the cache lacks (the others just pass by as the
+        # predecessor, ``keep=False``).
+        labellers = {t.name: t.labeller() for t in teachers if ("teacher", t.name) in todo}
         new = {k: [] for k in todo}
-        prev = None
+
+        def store(teacher_name: str, done) -> None:
+            for index, sal in done:
+                if index >= counts[("teacher", teacher_name)]:
+                    small = cv2.resize(sal, self.store, interpolation=cv2.INTER_AREA)
+                    new[("teacher", teacher_name)].append(
+                        np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8))
+
         frames = self.source.frames(0, n)
         bar = tqdm(frames, total=n, desc=f"{self.source.name}", unit="frame",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for k, frame in enumerate(bar):
-            if k < first:  # decoded only to reach the first missing frame (and its prev)
-                prev = frame
-                continue
             for r in resolutions:
                 if ("frames", r) in todo and k >= counts[("frames", r)]:
                     new[("frames", r)].append(resize_area(frame, r))
             for t in teachers:
-                if ("teacher", t.name) in todo and k >= counts[("teacher", t.name)]:
+                if t.name in labellers:
                     t0 = time.perf_counter()
-                    sal = t(frame, prev if t.kind == "temporal" else None)
+                    store(t.name, labellers[t.name].push(
+                        frame, keep=k >= counts[("teacher", t.name)]))
                     timings[t.name] += time.perf_counter() - t0
-                    small = cv2.resize(sal, self.store, interpolation=cv2.INTER_AREA)
-                    new[("teacher", t.name)].append(
-                        np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8))
-            prev = frame
+        for t in teachers:
+            if t.name in labellers:
+                t0 = time.perf_counter()
+                store(t.name, labellers[t.name].finish())
+                timings[t.name] += time.perf_counter() - t0
         bar.close()
         for key in todo:
             old = have[key]

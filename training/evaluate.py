@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing --json/--markdown/--roc files")
+    parser.add_argument("--pair-gap", type=int, default=1,
+                        help="pair frame t with frame t-N for the two-stream models (default 1, "
+                             "the previous frame, as the node does; 0: each frame with itself)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -132,8 +135,10 @@ def _checkpoint_maps(ctx: _Context, path: Path) -> Tuple[Dict[str, Any], Iterato
     frames = ctx.prepared(resolution).frames
     info = {"type": "checkpoint", "path": str(path), "kind": payload["kind"],
             "arch": payload["arch"].get("name", "?"), "resolution": resolution,
-            "params": count_parameters(model)}
-    return info, predict_maps(model, frames, range(len(frames)))
+            "params": count_parameters(model), "pair_gap": int(ctx.args.pair_gap)}
+    if ctx.args.pair_gap < 0:
+        raise EvaluationError(f"--pair-gap must be >= 0 frames, got {ctx.args.pair_gap}")
+    return info, predict_maps(model, frames, range(len(frames)), gap=ctx.args.pair_gap)
 
 
 def _teacher_maps(ctx: _Context, spec: str) -> Tuple[Dict[str, Any], Iterator]:
@@ -162,11 +167,8 @@ def _teacher_maps_direct(ctx: _Context, teacher) -> Tuple[Dict[str, Any], Iterat
         min(ctx.source.n_frames, ctx.args.max_frames)
 
     def maps():
-        prev = None
-        for k, frame in enumerate(ctx.source.frames(0, n)):
-            sal = teacher(frame, prev if teacher.kind == "temporal" else None)
+        for k, sal in enumerate(teacher.label_frames(ctx.source.frames(0, n))):
             yield k, cv2.resize(sal, (eval_w, eval_h), interpolation=cv2.INTER_AREA)
-            prev = frame
 
     info = {"type": "teacher", "teacher": teacher.name, "kind": teacher.kind,
             "resolution": "full (direct)"}

@@ -13,10 +13,17 @@ import numpy as np
 import torch
 
 
-def pair_batch(frames: np.ndarray, indices: Sequence[int]) -> torch.Tensor:
-    """(B, 6, R, R) float input in [0, 1]: channels 0-2 frame t, 3-5 frame t-1."""
+def pair_batch(frames: np.ndarray, indices: Sequence[int], gap: int = 1) -> torch.Tensor:
+    """(B, 6, R, R) float input in [0, 1]: channels 0-2 frame t, 3-5 frame t-gap.
+
+    ``gap`` 1 is what the node does (the previous frame); 0 pairs each frame with itself
+    (no motion at all), larger gaps imitate a slower camera.  Used to measure how much the
+    model cares about the time between the two frames (docs/RESULTS.md).
+    """
+    if gap < 0:
+        raise ValueError(f"pair gap must be >= 0 frames, got {gap}")
     cur = frames[list(indices)]
-    prev = frames[[max(i - 1, 0) for i in indices]]
+    prev = frames[[max(i - gap, 0) for i in indices]]
     pair = np.concatenate([cur, prev], axis=-1)  # (B, R, R, 6) uint8
     return torch.from_numpy(pair).permute(0, 3, 1, 2).float().div_(255.0)
 
@@ -32,7 +39,8 @@ def minmax(saliency: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def predict_maps(model: torch.nn.Module, frames: np.ndarray, indices: Iterable[int],
-                 batch_size: int = 64, device: str = "cpu") -> Iterator[Tuple[int, np.ndarray]]:
+                 batch_size: int = 64, device: str = "cpu", gap: int = 1
+                 ) -> Iterator[Tuple[int, np.ndarray]]:
     """Yield ``(frame_index, map)`` for ``indices`` of ``frames`` (N, R, R, 3) uint8.
 
     Maps are (R, R) float32 in [0, 1].  The model is put in eval mode and left there.
@@ -43,6 +51,6 @@ def predict_maps(model: torch.nn.Module, frames: np.ndarray, indices: Iterable[i
     indices = list(indices)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        out = model(pair_batch(frames, chunk).to(device))[:, 0].float().cpu().numpy()
+        out = model(pair_batch(frames, chunk, gap).to(device))[:, 0].float().cpu().numpy()
         for index, saliency in zip(chunk, out):
             yield index, minmax(saliency)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -91,6 +91,49 @@ class Teacher:
 
     def _compute(self, frame_rgb: np.ndarray, prev_rgb: Optional[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
+
+    #: frames of context one map needs (1: the frame itself, and its predecessor if temporal)
+    window: int = 1
+
+    def labeller(self) -> "FrameLabeller":
+        """Return a push-style labeller for one video (one decode feeds several teachers)."""
+        return FrameLabeller(self)
+
+    def label_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Yield the maps of a whole video, in order: one per frame (oldest first)."""
+        lab = self.labeller()
+        for frame in frames:
+            for _, sal in lab.push(frame):
+                yield sal
+        for _, sal in lab.finish():
+            yield sal
+
+
+class FrameLabeller:
+    """Labels a video frame by frame with a one-frame teacher (temporal: with its predecessor).
+
+    ``push(frame, keep=False)`` only remembers the frame as the next one's predecessor: a cache
+    that is extended needs no map of the frames it already holds.
+    """
+
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
+        self.prev: Optional[np.ndarray] = None
+        self.count = 0
+
+    def push(self, frame: np.ndarray, keep: bool = True) -> List[Tuple[int, np.ndarray]]:
+        """Feed the next frame; returns the (index, map) pairs that are now complete."""
+        index, self.count = self.count, self.count + 1
+        out = []
+        if keep:
+            out.append((index, self.teacher(
+                frame, self.prev if self.teacher.kind == "temporal" else None)))
+        self.prev = frame
+        return out
+
+    def finish(self) -> List[Tuple[int, np.ndarray]]:
+        """No frame waits for context: nothing left."""
+        return []
 
 
 class OpenCVStaticTeacher(Teacher):
@@ -219,12 +262,15 @@ class GenericTeacher(Teacher):
 
     TORCHSCRIPT_EXT = (".pt", ".pth", ".ts", ".jit")
     ONNX_EXT = (".onnx",)
-    TOP_KEYS = {"name", "kind", "model", "input", "output", "device"}
+    TOP_KEYS = {"name", "kind", "model", "input", "output", "device", "batch"}
     INPUT_DEFAULTS = {"frames": None, "stack": "channels", "size": None, "color": "rgb",
                       "range": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-                      "layout": "nchw"}
+                      "layout": "nchw", "window": 1, "pad": "first"}
     OUTPUT_DEFAULTS = {"index": 0, "channel": 0, "layout": "nchw", "activation": "none",
-                       "normalize": "minmax"}
+                       "normalize": "minmax", "per_frame": False}
+    #: ``{data_dir}`` in ``model:`` stands for the data bundle (``$SKD_DATA_DIR`` or
+    #: ``../shared/data``), so a shipped YAML finds a model that is not in the repository.
+    DATA_DIR_TOKEN = "{data_dir}"
 
     def __init__(self, yaml_path: str | Path):
         self.yaml_path = Path(yaml_path)
@@ -240,7 +286,11 @@ class GenericTeacher(Teacher):
         kind = raw["kind"]
         if kind not in KINDS:
             raise TeacherError(f"{where}: 'kind' must be one of {KINDS}, got {kind!r}")
-        model_path = Path(str(raw["model"]))
+        model_text = str(raw["model"])
+        if self.DATA_DIR_TOKEN in model_text:
+            from .paths import default_data_dir
+            model_text = model_text.replace(self.DATA_DIR_TOKEN, str(default_data_dir()))
+        model_path = Path(model_text)
         if not model_path.is_absolute():
             model_path = (self.yaml_path.parent / model_path).resolve()
         self.model_path = model_path
@@ -249,17 +299,25 @@ class GenericTeacher(Teacher):
         if inp["frames"] is None:
             inp["frames"] = ["current"] if kind == "spatial" else ["current", "previous"]
         self._validate(inp, out, kind)
+        self.window = int(inp["window"])
+        self.batch = raw.get("batch", 1)
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise TeacherError(f"{where}: 'batch' (windows per model call) must be an "
+                               f"integer >= 1, got {self.batch!r}")
         self.device = str(raw.get("device", "cpu"))
         name = str(raw.get("name") or f"generic:{self.yaml_path.stem}")
         if not model_path.is_file():
             raise TeacherError(f"{model_path}: teacher model file not found "
                                f"(named by {where})")
-        config = {"version": 1, "yaml": str(self.yaml_path.resolve()),
-                  "model": str(model_path), "model_sha1": _file_sha1(model_path),
-                  "input": inp, "output": out}
+        # The config identifies the computation, never where files happen to lie: the same
+        # model and settings reached through another path or data directory reuse the cache.
+        config = {"version": 2, "model_file": model_path.name,
+                  "model_sha1": _file_sha1(model_path), "input": inp, "output": out}
         super().__init__(name, kind, config)
         self.input_cfg, self.output_cfg = inp, out
+        self._input_shape: Optional[list] = None
         self._run = self._load_model(model_path)
+        self._check_input_shape()
 
     # ---- config -------------------------------------------------------------------------
     @staticmethod
@@ -322,6 +380,22 @@ class GenericTeacher(Teacher):
             bad("output.activation must be 'none' or 'sigmoid'")
         if out["normalize"] not in ("minmax", "max"):
             bad("output.normalize must be 'minmax' or 'max'")
+        window = inp["window"]
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            bad(f"input.window must be an integer >= 1 (frames per clip), got {window!r}")
+        if window > 1:
+            if inp["stack"] != "time":
+                bad("input.window > 1 needs input.stack: time (a clip (1, 3, T, H, W))")
+            if inp["frames"] != (["current"] if kind == "spatial" else ["current", "previous"]):
+                bad("input.frames does not apply to a clip teacher (input.window > 1): the "
+                    "clip is the window of the most recent frames, oldest first")
+        if inp["pad"] != "first":
+            bad("input.pad must be 'first' (the first frame repeated before the video "
+                "starts, the TinyHD authors' rule)")
+        if not isinstance(out["per_frame"], bool):
+            bad("output.per_frame must be true or false")
+        if out["per_frame"] and window < 2:
+            bad("output.per_frame: true needs input.window > 1 (one map per clip frame)")
 
     # ---- model --------------------------------------------------------------------------
     def _load_model(self, path: Path) -> Callable[[np.ndarray], Any]:
@@ -356,6 +430,7 @@ class GenericTeacher(Teacher):
                                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                                    ) from exc
             in_name = sess.get_inputs()[0].name
+            self._input_shape = list(sess.get_inputs()[0].shape)
             self._onnx_outputs = [o.name for o in sess.get_outputs()]
 
             def run(x: np.ndarray):
@@ -364,20 +439,48 @@ class GenericTeacher(Teacher):
         raise TeacherError(f"{path}: unknown teacher model type {ext!r}; use one of "
                            f"{self.TORCHSCRIPT_EXT + self.ONNX_EXT}")
 
+    def _check_input_shape(self) -> None:
+        """Refuse a model whose declared input cannot take what this YAML will feed it."""
+        shape = self._input_shape
+        if shape is None:  # TorchScript declares no input shape: checked on the first call
+            return
+        cfg = self.input_cfg
+        rank = 5 if cfg["stack"] == "time" else 4
+        if len(shape) != rank:
+            raise TeacherError(
+                f"{self.model_path}: the model's input has rank {len(shape)} {shape}, but "
+                f"{self.yaml_path} feeds rank {rank} ("
+                + ("(N, 3, T, H, W) clips, input.stack: time" if rank == 5 else
+                   "(N, C, H, W) frames, input.stack: channels") + ")")
+        if rank == 5:
+            t_dim = shape[2]
+            if isinstance(t_dim, int) and t_dim != self.window:
+                raise TeacherError(f"{self.model_path}: the model takes clips of {t_dim} "
+                                   f"frames, but {self.yaml_path} sets input.window "
+                                   f"{self.window}")
+            n_dim = shape[0]
+            if isinstance(n_dim, int) and n_dim != 1 and self.batch != n_dim:
+                raise TeacherError(f"{self.model_path}: fixed batch {n_dim}; set batch: "
+                                   f"{n_dim} or 1 in {self.yaml_path}")
+
+    def _prepare_frame(self, img: np.ndarray) -> np.ndarray:
+        """One RGB uint8 frame -> float32 (H, W, 3) resized, colour-ordered, normalised."""
+        cfg = self.input_cfg
+        if cfg["size"] is not None:
+            size = (int(cfg["size"][0]), int(cfg["size"][1]))
+            interp = cv2.INTER_AREA if size[0] < img.shape[1] else cv2.INTER_LINEAR
+            img = cv2.resize(img, size, interpolation=interp)
+        if cfg["color"] == "bgr":
+            img = img[:, :, ::-1]
+        x = img.astype(np.float32) * (float(cfg["range"]) / 255.0)
+        return (x - np.asarray(cfg["mean"], np.float32)) / np.asarray(cfg["std"], np.float32)
+
     def _prepare(self, frame_rgb: np.ndarray, prev_rgb: Optional[np.ndarray]) -> np.ndarray:
         cfg = self.input_cfg
         chans = []
         for which in cfg["frames"]:
             img = frame_rgb if which == "current" or prev_rgb is None else prev_rgb
-            if cfg["size"] is not None:
-                size = (int(cfg["size"][0]), int(cfg["size"][1]))
-                interp = cv2.INTER_AREA if size[0] < img.shape[1] else cv2.INTER_LINEAR
-                img = cv2.resize(img, size, interpolation=interp)
-            if cfg["color"] == "bgr":
-                img = img[:, :, ::-1]
-            x = img.astype(np.float32) * (float(cfg["range"]) / 255.0)
-            x = (x - np.asarray(cfg["mean"], np.float32)) / np.asarray(cfg["std"], np.float32)
-            chans.append(x)
+            chans.append(self._prepare_frame(img))
         if cfg["stack"] == "time":
             arr = np.stack(chans, 0).transpose(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
         else:
@@ -417,18 +520,160 @@ class GenericTeacher(Teacher):
             out = 1.0 / (1.0 + np.exp(-np.clip(out, -60, 60)))
         return out
 
-    def _compute(self, frame_rgb, prev_rgb):
-        x = self._prepare(frame_rgb, prev_rgb)
+    def _call_model(self, x: np.ndarray):
         try:
-            outputs = self._run(x)
+            return self._run(x)
         except Exception as exc:
             raise TeacherError(f"{self.model_path}: teacher model failed on input "
                                f"{tuple(x.shape)}: {type(exc).__name__}: "
                                f"{str(exc).splitlines()[0][:300]}") from exc
-        sal = self._select(outputs)
+
+    def _normalise(self, sal: np.ndarray) -> np.ndarray:
         if self.output_cfg["normalize"] == "minmax":
             return normalise_minmax(sal)
         return sal
+
+    def _compute(self, frame_rgb, prev_rgb):
+        if self.window > 1:
+            raise TeacherError(f"teacher {self.name} ({self.yaml_path}) labels clips of "
+                               f"{self.window} frames: use label_frames() on the whole video")
+        return self._normalise(self._select(self._call_model(self._prepare(frame_rgb,
+                                                                           prev_rgb))))
+
+    def labeller(self) -> "FrameLabeller":
+        """Frame by frame for a one-frame model; a ``ClipLabeller`` for a clip model."""
+        return ClipLabeller(self) if self.window > 1 else FrameLabeller(self)
+
+    def clip_maps(self, clips: np.ndarray) -> np.ndarray:
+        """Run the model on prepared clips (B, 3, T, H, W): (B, T, h, w) or (B, 1, h, w) maps.
+
+        With ``output.per_frame`` the model returns one map per clip frame, else one for the
+        last frame.  Raw model values (after ``output.activation``), not normalised yet.
+        """
+        outputs = self._call_model(np.ascontiguousarray(clips, dtype=np.float32))
+        index = self.output_cfg["index"]
+        if isinstance(index, str):
+            names = getattr(self, "_onnx_outputs", None) or []
+            if index not in names:
+                raise TeacherError(f"{self.yaml_path}: output.index {index!r} is not an "
+                                   f"output name of {self.model_path} (outputs: {names})")
+            index = names.index(index)
+        if not 0 <= int(index) < len(outputs):
+            raise TeacherError(f"{self.yaml_path}: output.index {index} but "
+                               f"{self.model_path} returned {len(outputs)} output(s)")
+        out = np.asarray(outputs[int(index)], dtype=np.float32)
+        batch, window = clips.shape[0], clips.shape[2]
+        ch = int(self.output_cfg["channel"])
+        if self.output_cfg["per_frame"]:
+            if out.ndim == 5 and out.shape[0] == batch and out.shape[2] == window:
+                out = out[:, ch]                        # (B, C, T, h, w)
+            elif out.ndim == 4 and out.shape[:2] == (batch, window):
+                pass                                    # (B, T, h, w)
+            else:
+                raise TeacherError(f"{self.model_path}: output.per_frame expects one map per "
+                                   f"clip frame, (B, C, {window}, h, w), but the model "
+                                   f"returned {tuple(out.shape)}")
+        else:
+            if out.ndim == 5 and out.shape[0] == batch:  # (B, C, T, h, w): last time step
+                out = out[:, ch, -1:]
+            elif out.ndim == 4 and out.shape[0] == batch:  # (B, C, h, w)
+                out = out[:, ch:ch + 1]
+            elif out.ndim == 3 and out.shape[0] == batch:  # (B, h, w)
+                out = out[:, None]
+            else:
+                raise TeacherError(f"{self.model_path}: cannot read one map per clip from "
+                                   f"output shape {tuple(out.shape)} (batch {batch})")
+        if self.output_cfg["activation"] == "sigmoid":
+            out = 1.0 / (1.0 + np.exp(-np.clip(out, -60, 60)))
+        return out
+
+
+class ClipLabeller:
+    """Labels a video with a clip model: windows of the ``window`` most recent frames.
+
+    Two kinds of clip model, both run as the TinyHD authors run them:
+
+    * last-frame (``output.per_frame: false``, e.g. TinyHD-S): frame t is labelled from the
+      clip t-window+1 .. t; while the video has fewer than ``window`` frames the first frame
+      is repeated in front (``input.pad: first``).  One window per frame.
+    * per-frame (``output.per_frame: true``, e.g. TinyHD-M): consecutive, non-overlapping
+      clips s .. s+window-1 are labelled at once (the model sees the clip's later frames,
+      fine offline); the video's last, shorter remainder is labelled from the clip that ends
+      on its last frame.  ``window`` times fewer calls.
+
+    ``batch`` windows go into one model call.  Frames are resized and normalised once, when
+    pushed.  A video shorter than the window is refused in ``finish()``: TinyHD-M would see
+    mostly padding.
+    """
+
+    def __init__(self, teacher: GenericTeacher):
+        self.teacher = teacher
+        self.window = teacher.window
+        self.per_frame = bool(teacher.output_cfg["per_frame"])
+        self.recent: List[np.ndarray] = []   # the last `window` prepared (3, H, W) frames
+        self.first: Optional[np.ndarray] = None
+        self.frame_size: Tuple[int, int] = (0, 0)
+        self.count = 0          # frames pushed
+        self.queued = 0         # frames whose window is queued or labelled
+        self.pending: List[Tuple[int, np.ndarray]] = []  # (index of the first map, clip)
+
+    def push(self, frame: np.ndarray, keep: bool = True) -> List[Tuple[int, np.ndarray]]:
+        """Feed the next frame; returns the (index, map) pairs that are now complete.
+
+        ``keep`` is ignored: a clip model needs every frame as context anyway.
+        """
+        _check_frame(frame, f"teacher {self.teacher.name}: frame")
+        size = (frame.shape[1], frame.shape[0])
+        prepared = self.teacher._prepare_frame(frame).transpose(2, 0, 1)
+        if self.first is None:
+            self.first, self.frame_size = prepared, size
+        elif size != self.frame_size:
+            raise TeacherError(f"teacher {self.teacher.name}: frame {self.count} is "
+                               f"{size[0]}x{size[1]}, the video's first frame is "
+                               f"{self.frame_size[0]}x{self.frame_size[1]}")
+        self.recent = (self.recent + [prepared])[-self.window:]
+        self.count += 1
+        if self.per_frame:
+            if self.count - self.queued == self.window:
+                self.pending.append((self.queued, np.stack(self.recent, 1)))
+                self.queued = self.count
+        else:
+            clip = [self.first] * (self.window - len(self.recent)) + self.recent
+            self.pending.append((self.queued, np.stack(clip, 1)))
+            self.queued = self.count
+        return self._run() if len(self.pending) >= self.teacher.batch else []
+
+    def finish(self) -> List[Tuple[int, np.ndarray]]:
+        """Label what is left; refuses a video shorter than the window."""
+        if 0 < self.count < self.window:
+            raise TeacherError(f"teacher {self.teacher.name}: the video has {self.count} "
+                               f"frame(s), fewer than the teacher's window of {self.window} "
+                               f"frames ({self.teacher.yaml_path})")
+        skip = 0
+        if self.per_frame and self.queued < self.count:
+            # the remainder: the clip that ends on the last frame; keep only its new maps
+            skip = self.window - (self.count - self.queued)
+            self.pending.append((self.count - self.window, np.stack(self.recent, 1)))
+            self.queued = self.count
+        return self._run(skip_last=skip) if self.pending else []
+
+    def _run(self, skip_last: int = 0) -> List[Tuple[int, np.ndarray]]:
+        """Run the model once on every pending window; return the new (index, map) pairs.
+
+        ``skip_last``: maps of the last clip that were already returned (the final,
+        overlapping clip of a per-frame model).
+        """
+        starts = [s for s, _ in self.pending]
+        maps = self.teacher.clip_maps(np.stack([c for _, c in self.pending]))
+        self.pending = []
+        out = []
+        for n, (start, clip_maps) in enumerate(zip(starts, maps)):
+            first = skip_last if n == len(starts) - 1 else 0
+            for j in range(first, len(clip_maps)):
+                sal = cv2.resize(self.teacher._normalise(clip_maps[j]), self.frame_size,
+                                 interpolation=cv2.INTER_LINEAR)
+                out.append((start + j, normalise_max(sal)))
+        return out
 
 
 BUILTIN = {
@@ -438,16 +683,25 @@ BUILTIN = {
 }
 
 
+# Deep teachers shipped as YAML files beside the node's config; the ONNX files live in the
+# data bundle (the YAMLs say ``{data_dir}``).
+SHIPPED_YAML_DIR = Path(__file__).resolve().parents[1] / "config" / "teachers"
+SHIPPED_YAML = {"tinyhd-m": "tinyhd_m.yaml", "tinyhd-s": "tinyhd_s.yaml"}
+
+
 def get_teacher(spec: str) -> Teacher:
     """Build a teacher from a built-in name or a path to a generic-teacher YAML file."""
     spec = str(spec).strip()
     if spec in BUILTIN:
         return BUILTIN[spec]()
+    if spec in SHIPPED_YAML:
+        return GenericTeacher(SHIPPED_YAML_DIR / SHIPPED_YAML[spec])
     if spec.lower().endswith((".yaml", ".yml")):
         if not Path(spec).is_file():
             raise TeacherError(f"{spec}: teacher config file not found")
         return GenericTeacher(spec)
-    raise TeacherError(f"unknown teacher {spec!r}: use one of {sorted(BUILTIN)} or a path to "
+    raise TeacherError(f"unknown teacher {spec!r}: use one of "
+                       f"{sorted(BUILTIN) + sorted(SHIPPED_YAML)} or a path to "
                        "a teacher .yaml file (docs/TEACHERS.md)")
 
 

@@ -190,8 +190,10 @@ def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
                                 f"the training split of {args.data_dir} has "
                                 f"{', '.join(sorted(known))}")
         train_sources = [known[n] for n in wanted]
+    # One teacher may serve both roles (a video-saliency model such as TinyHD): build it once.
+    teacher_specs = list(dict.fromkeys(teacher_specs))
     teachers = [get_teacher(spec) for spec in teacher_specs]
-    soft_names = [get_teacher(spec).name for spec in soft_specs]
+    soft_names = list(dict.fromkeys(get_teacher(spec).name for spec in soft_specs))
 
     datasets, samples, summary = [], [], {"train": [], "val": None}
     if gaze_only:  # hard loss only: sequences without gaze contribute nothing

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The runs of docs/SELECTION_RULE.md, in two lanes of one thread each (a 2-core machine).
+#   bash tools/selection_runs.sh lane1|lane2|finalists ID...   (from the repository root)
+# Each run is skipped when its checkpoint exists and resumed when its resume state exists,
+# so the script can be started again after an interruption. Logs: runs/tinyhd/<run>.log.
+set -euo pipefail
+export PYTHONPATH=$PWD SKD_DATA_DIR=${SKD_DATA_DIR:-$PWD/../shared/data}
+PY=${PY:-.venv/bin/python}
+OUT=runs/tinyhd
+mkdir -p "$OUT"
+COMMON=(--spatial-teacher tinyhd-m --temporal-teacher tinyhd-m -R 64 --steps 4000
+        --lr-schedule cosine --threads 1 --val-every 1000 --checkpoint-every 250 --no-progress)
+
+train() {  # train STEP OUTPUT ARGS...
+  local step=$1 out=$2; shift 2
+  if [[ -f $out ]]; then echo "have $out"; return; fi
+  local resume=()
+  [[ -f ${out%.pt}.resume.pt ]] && resume=(--resume)
+  echo "$(date +%T) start $out"
+  $PY -m training "$step" "${COMMON[@]}" "$@" -o "$out" "${resume[@]}" \
+      >> "${out%.pt}.log" 2>&1
+  echo "$(date +%T) done $out: $(tail -1 "${out%.pt}.log")"
+}
+
+candidate() {  # candidate ID SEED
+  local id=$1 seed=$2 o=$OUT/$1_s$2.pt
+  case $id in
+    A) train transfer "$o" --from-scratch --arch skd-paper-prior --lambda 1.0 --seed "$seed" ;;
+    B) train transfer "$o" --from-scratch --arch skd-paper-prior --lambda 0.5 --seed "$seed" ;;
+    C) train transfer "$o" --from-scratch --arch skd-fast --lambda 1.0 --seed "$seed" ;;
+    D) train transfer "$o" --from-scratch --arch skd-paper --lambda 1.0 --seed "$seed" ;;
+    E) train transfer "$o" --from-scratch --arch skd-fast-noprior --lambda 1.0 --seed "$seed" ;;
+    F) train transfer "$o" --from-scratch --arch skd-fast --lambda 0.5 --seed "$seed" ;;
+    G) train distill "$OUT/G_spatial_s$seed.pt" --student spatial --arch skd-fast \
+           --lambda 1.0 --seed "$seed"
+       train distill "$OUT/G_temporal_s$seed.pt" --student temporal --arch skd-fast \
+           --lambda 1.0 --seed "$seed"
+       train transfer "$o" --spatial "$OUT/G_spatial_s$seed.pt" \
+           --temporal "$OUT/G_temporal_s$seed.pt" --arch skd-fast --lambda 1.0 --seed "$seed" ;;
+    *) echo "unknown candidate $id" >&2; exit 2 ;;
+  esac
+}
+
+case ${1:-} in
+  lane1) for id in A D B; do candidate "$id" 0; done ;;
+  lane2) for id in C E F G; do candidate "$id" 0; done ;;
+  finalists) shift; for id in "$@"; do for seed in 1 2; do candidate "$id" "$seed"; done; done ;;
+  one) candidate "$2" "$3" ;;
+  *) echo "usage: $0 lane1|lane2|finalists ID...|one ID SEED" >&2; exit 2 ;;
+esac
