@@ -16,7 +16,9 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*")),
+        (f"share/{PACKAGE}/config", glob("config/*.*")),
+        # teacher YAMLs of the training pipeline (their ONNX files stay in the data bundle)
+        (f"share/{PACKAGE}/config/teachers", glob("config/teachers/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

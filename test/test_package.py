@@ -95,7 +95,8 @@ def test_package_metadata_agrees():
     assert data_files["share/ament_index/resource_index/packages"] == [f"resource/{PACKAGE}"]
     assert data_files[f"share/{PACKAGE}"] == ["package.xml"]
     assert data_files[f"share/{PACKAGE}/launch"] == ("glob", "launch/*.py")
-    assert data_files[f"share/{PACKAGE}/config"] == ("glob", "config/*")
+    assert data_files[f"share/{PACKAGE}/config"] == ("glob", "config/*.*")
+    assert data_files[f"share/{PACKAGE}/config/teachers"] == ("glob", "config/teachers/*.yaml")
     assert setup["package_data"] == {PACKAGE: ["weights/*.pt"]}
     cfg = (REPO / "setup.cfg").read_text()
     assert f"script_dir=$base/lib/{PACKAGE}" in cfg

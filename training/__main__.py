@@ -23,6 +23,8 @@ STEPS = {
     "evaluate": ("training.evaluate", "score models on a video with gaze (Table I, ROC)"),
     "bench": ("training.bench", "speed and memory tables (Table V)"),
     "export": ("training.export", "export a checkpoint to ONNX"),
+    "gaze-import": ("training.gaze_import", "convert a gaze CSV (frame, x, y, observer) to "
+                    "the bundle's .npz schema"),
     "contact-sheet": ("training.contact_sheet", "heat maps of several models on frames of "
                       "several clips, one PNG"),
 }
@@ -30,7 +32,8 @@ STEPS = {
 # Errors that are the user's input, not a bug: print one line, exit 2.
 USER_ERRORS = ("TrainingError", "CheckpointError", "DatasetError", "TeacherError",
                "GazeError", "ArchitectureError", "EvaluationError", "ExportError",
-               "BenchError", "ImageEncodingError", "ContactSheetError")
+               "BenchError", "ImageEncodingError", "ContactSheetError",
+               "ManifestError", "GazeImportError")
 
 
 def _load_step(name: str):

@@ -89,6 +89,8 @@ class VideoSource:
                                    "or a folder of images")
             self._images = None
             self._probe_video()
+            if fps:  # a rate given by the user wins over the container's (or its absence)
+                self.fps = float(fps)
         else:
             raise DatasetError(f"{self.path}: no such video file or frame folder")
         self.gaze = self._load_gaze() if self.gaze_path is not None else None
@@ -186,20 +188,20 @@ class VideoSource:
 
 
 def default_sources(data_dir: Union[str, Path, None] = None) -> Dict[str, List[VideoSource]]:
-    """Return the bundle's split: train = car10 (gaze) + every unlabeled clip, val = group2."""
+    """Return the bundle's split (``config/datasets/bundle.yaml``).
+
+    train = car10 (gaze) + every unlabeled clip, val = group2.
+    """
+    from .manifest import load_manifest
+
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     gaze_dir, unlabeled = root / "uav_gaze", root / "uav_unlabeled"
     for need in (gaze_dir / "car10.mp4", gaze_dir / "group2.mp4", unlabeled):
         if not need.exists():
             raise DatasetError(f"{need}: missing from the data bundle at {root} "
                                "(set SKD_DATA_DIR or --data-dir)")
-    clips = sorted(p for p in unlabeled.iterdir() if p.suffix.lower() in VIDEO_EXT)
-    if not clips:
-        raise DatasetError(f"{unlabeled}: no unlabeled videos")
-    train = [VideoSource(gaze_dir / "car10.mp4", gaze_dir / "car10_gaze.npz")]
-    train += [VideoSource(p) for p in clips]
-    return {"train": train,
-            "val": [VideoSource(gaze_dir / "group2.mp4", gaze_dir / "group2_gaze.npz")]}
+    manifest = load_manifest(None, root)
+    return {"train": manifest.train, "val": manifest.val}
 
 
 # ------------------------------------------------------------------------------ cache

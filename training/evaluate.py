@@ -1,7 +1,9 @@
 """The evaluate step: score saliency models on one video with gaze, as the paper's Table I.
 
 ``python -m training evaluate --video V.mp4 --gaze V_gaze.npz
---models default,center,spatial-teacher,temporal-teacher --json out.json``
+--models default,center,spatial-teacher,temporal-teacher --json out.json``, or
+``--data MANIFEST`` instead of ``--video/--gaze``: every validation source of a dataset
+manifest, each reported, with the mean over them as the ``models`` entry.
 
 Models (comma-separated, any mix):
 
@@ -49,8 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .paths import default_cache_dir, default_data_dir
     from .teachers import DEFAULT_SPATIAL, DEFAULT_TEMPORAL
 
-    parser.add_argument("--video", type=Path, required=True, help="video (mp4/avi) to score on")
-    parser.add_argument("--gaze", type=Path, required=True, help="its gaze file (.npz)")
+    parser.add_argument("--video", type=Path, default=None,
+                        help="video (mp4/avi) to score on (or --data)")
+    parser.add_argument("--gaze", type=Path, default=None, help="its gaze file (.npz)")
+    parser.add_argument("--data", type=Path, default=None, metavar="MANIFEST",
+                        help="score on every validation source of this dataset manifest "
+                             "instead of --video/--gaze (each reported, plus the mean)")
     parser.add_argument("--models", default="default,center,spatial-teacher,temporal-teacher",
                         help="comma-separated: default, center, center-uav2, spatial-teacher, "
                              "temporal-teacher, teacher:<spec>, or checkpoint paths "
@@ -331,11 +337,61 @@ def model_label(name: str, taken) -> str:
     return name
 
 
+def _sources(args: argparse.Namespace) -> List[Tuple[str, Path, Path]]:
+    """(name, video, gaze) of every sequence to score: --video/--gaze or a manifest's val."""
+    if args.data is not None:
+        if args.video is not None or args.gaze is not None:
+            raise EvaluationError("give either --data MANIFEST or --video/--gaze, not both")
+        from .manifest import load_manifest
+
+        manifest = load_manifest(args.data, args.data_dir)
+        return [(s.name, s.path, s.gaze_path) for s in manifest.val]
+    if args.video is None or args.gaze is None:
+        raise EvaluationError("give --video and --gaze (or --data MANIFEST)")
+    if not args.gaze.is_file():
+        raise EvaluationError(f"{args.gaze}: no such gaze file")
+    return [(args.video.stem, args.video, args.gaze)]
+
+
+def _score_source(args: argparse.Namespace, video: Path, gaze_path: Path, names: List[str],
+                  protocol, rocs: Dict[str, PooledROC]) -> Dict[str, Dict[str, Any]]:
+    """Score every model on one video; pool each model's ROC into ``rocs``."""
+    from skd_saliency_ros.gaze import load_gaze
+
+    ctx = _Context(argparse.Namespace(**{**vars(args), "video": video, "gaze": gaze_path}),
+                   load_gaze(gaze_path))
+    results = {}
+    for name in names:
+        label = model_label(name, results)
+        results[label], roc = score_model(ctx, name, protocol)
+        pooled = rocs.setdefault(label, PooledROC())
+        pooled.pos += roc.pos
+        pooled.neg += roc.neg
+        res = results[label]
+        print(f"{video.stem:10s} {label:28s} NSS {res['nss']:.3f}  CC {res['cc']:.3f}  AUC-J "
+              f"{res['auc_judd']:.3f}  sAUC {res['auc_shuffled']:.3f}  ({res['n_frames']} "
+              "frames)", flush=True)
+    return results
+
+
+def mean_results(per_source: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, Any]]:
+    """Each model's metrics averaged over the sources (frames summed, info kept)."""
+    first = next(iter(per_source.values()))
+    out = {}
+    for label, res in first.items():
+        rows = [src[label] for src in per_source.values()]
+        merged = dict(res)
+        for key, _ in TABLE_COLUMNS:
+            merged[key] = float(np.mean([r[key] for r in rows]))
+        merged["n_frames"] = int(sum(r["n_frames"] for r in rows))
+        out[label] = merged
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    """Score every model; print the table; write JSON / Markdown / ROC."""
+    """Score every model on every source; print the tables; write JSON / Markdown / ROC."""
     import torch
 
-    from skd_saliency_ros.gaze import load_gaze
     from skd_saliency_ros.metrics import EvalProtocol
 
     torch.set_num_threads(max(1, args.threads))
@@ -344,29 +400,34 @@ def run(args: argparse.Namespace) -> int:
         raise EvaluationError("--models is empty")
     if len(set(names)) != len(names):
         raise EvaluationError(f"--models names a model twice: {args.models}")
+    sources = _sources(args)
     outs = _outputs(args)
-    if not args.gaze.is_file():
-        raise EvaluationError(f"{args.gaze}: no such gaze file")
-    gaze = load_gaze(args.gaze)
-    ctx = _Context(args, gaze)
     protocol = EvalProtocol()
-    results, rocs = {}, {}
-    for name in names:
-        label = model_label(name, results)
-        results[label], rocs[label] = score_model(ctx, name, protocol)
-        res = results[label]
-        print(f"{label:28s} NSS {res['nss']:.3f}  CC {res['cc']:.3f}  AUC-J "
-              f"{res['auc_judd']:.3f}  sAUC {res['auc_shuffled']:.3f}  ({res['n_frames']} "
-              "frames)", flush=True)
-    title = args.title or f"{args.video.name}: {len(names)} models"
+    rocs: Dict[str, PooledROC] = {}
+    per_source = {name: _score_source(args, video, gaze, names, protocol, rocs)
+                  for name, video, gaze in sources}
+    results = next(iter(per_source.values())) if len(per_source) == 1 else \
+        mean_results(per_source)
+    default_title = (f"{sources[0][1].name}: {len(names)} models" if len(sources) == 1 else
+                     f"mean over {len(sources)} sources ({', '.join(per_source)}): "
+                     f"{len(names)} models")
+    title = args.title or default_title
     table = markdown_table(results, title)
+    if len(per_source) > 1:
+        table += "".join("\n" + markdown_table(res, f"{name}") for name, res in
+                         per_source.items())
     print(table)
-    meta = {"video": str(args.video), "gaze": str(args.gaze), "protocol": asdict(protocol),
-            "max_frames": args.max_frames, "teacher_resolution": args.teacher_resolution,
-            "models_arg": args.models}
+    meta = {"video": str(sources[0][1]) if len(sources) == 1 else None,
+            "gaze": str(sources[0][2]) if len(sources) == 1 else None,
+            "data": str(args.data) if args.data else None,
+            "sources": {name: {"video": str(v), "gaze": str(g)} for name, v, g in sources},
+            "protocol": asdict(protocol), "max_frames": args.max_frames,
+            "teacher_resolution": args.teacher_resolution, "models_arg": args.models,
+            "pair_gap": args.pair_gap}
     if "json" in outs:
         outs["json"].parent.mkdir(parents=True, exist_ok=True)
-        outs["json"].write_text(json.dumps({"models": results, "meta": meta}, indent=1))
+        outs["json"].write_text(json.dumps({"models": results, "per_source": per_source,
+                                            "meta": meta}, indent=1))
     if "markdown" in outs:
         outs["markdown"].write_text(table)
     if "roc" in outs:

@@ -18,8 +18,12 @@ DEFAULT_TEACHERS = "spectral-residual,fine-grained,motion-homography"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the teach step."""
+    parser.add_argument("--data", type=Path, default=None, metavar="MANIFEST",
+                        help="dataset manifest (docs/TRAINING.md; default: the shared "
+                        "bundle's config/datasets/bundle.yaml)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
-                        help="data bundle (default $SKD_DATA_DIR or ../shared/data)")
+                        help="data bundle, {data_dir} in manifests (default $SKD_DATA_DIR or "
+                        "../shared/data)")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                         help="cache directory (default $SKD_CACHE_DIR or .cache/skd)")
     parser.add_argument("--resolution", "-R", type=int, nargs="+", default=[64],
@@ -28,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated teacher specs: built-in names or teacher YAML "
                         f"files (default {DEFAULT_TEACHERS})")
     parser.add_argument("--split", choices=("all", "train", "val"), default="all",
-                        help="which sources of the bundle (default all)")
+                        help="which sources of the manifest (default all)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="only the first N frames of each source (default all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
@@ -42,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
     """Fill the caches and print one summary line per source."""
     from tqdm import tqdm
 
-    from .datasets import DatasetError, default_sources, ensure_cache, prepare_source
+    from .datasets import DatasetError, ensure_cache, prepare_source
+    from .manifest import load_manifest
     from .teachers import get_teachers
 
     if args.max_frames is not None and args.max_frames < 1:
         raise DatasetError(f"--max-frames must be >= 1, got {args.max_frames}")
+    manifest = load_manifest(args.data, args.data_dir)  # checked before any teacher runs
     teachers = get_teachers(args.teachers)
-    splits = default_sources(args.data_dir)
+    splits = {"train": manifest.train, "val": manifest.val}
     chosen = [(split, s) for split in ("train", "val") if args.split in ("all", split)
               for s in splits[split]]
     rows, t_start = [], time.perf_counter()

@@ -9,7 +9,8 @@ One loop, so both steps get the same guarantees:
 * ``<output>.resume.pt`` every ``--checkpoint-every`` steps, with the optimizer state, the step
   and the curves; ``--resume`` continues from it (also to extend a finished run: raise
   ``--steps``); ``--stop-after`` ends a session early on purpose, leaving that state behind;
-* validation on the held-out sequence (group2) with ``metrics.score_sequence`` every
+* validation on the manifest's held-out sources (the bundle: group2; several are each
+  reported, with their mean) with ``metrics.score_sequence`` every
   ``--val-every`` steps and at the end; the final model is the *last* step, never the
   best-on-validation one, so the validation numbers stay honest;
 * a loss / metric curve PNG and a JSON history beside the output;
@@ -53,19 +54,24 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
     from .teachers import DEFAULT_SPATIAL, DEFAULT_TEMPORAL
 
     g = parser.add_argument_group("data")
+    g.add_argument("--data", type=Path, default=None, metavar="MANIFEST",
+                   help="dataset manifest (YAML) listing training and validation sources "
+                        "(docs/TRAINING.md; default: the shared bundle's "
+                        "config/datasets/bundle.yaml)")
     g.add_argument("--data-dir", type=Path, default=default_data_dir(),
-                   help="shared data bundle (default: $SKD_DATA_DIR or ../shared/data)")
+                   help="shared data bundle, {data_dir} in manifests (default: "
+                        "$SKD_DATA_DIR or ../shared/data)")
     g.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                    help="teacher-map / frame cache (default: %(default)s)")
     g.add_argument("--train-sources", default=None,
-                   help="comma-separated names of training sequences to use "
-                        "(default: the whole training split: car10 + unlabeled clips)")
+                   help="comma-separated names of training sources to use "
+                        "(default: the manifest's whole training split)")
     g.add_argument("--max-frames", type=int, default=None,
                    help="use at most this many frames of each training sequence")
     g.add_argument("--val-max-frames", type=int, default=None,
-                   help="use at most this many frames of the validation sequence (group2)")
+                   help="use at most this many frames of each validation source")
     g.add_argument("--val-stride", type=int, default=4,
-                   help="validate on every n-th group2 frame during training (default 4)")
+                   help="validate on every n-th frame during training (default 4)")
     g.add_argument("--spatial-teacher", default=DEFAULT_SPATIAL,
                    help="spatial teacher spec (default: %(default)s)")
     g.add_argument("--temporal-teacher", default=DEFAULT_TEMPORAL,
@@ -155,15 +161,27 @@ def cleanup_distributed() -> None:
 
 # --------------------------------------------------------------------------- data
 @dataclass
+class ValSource:
+    """One validation source: its frames at R and its gaze."""
+
+    name: str
+    frames: np.ndarray
+    gaze: Any
+
+
+@dataclass
 class TrainData:
-    """Everything the loop needs: sample list, validation frames and gaze, a data summary."""
+    """Everything the loop needs: sample list, validation sources, a data summary."""
 
     datasets: List[Any]
     samples: List[tuple]          # (dataset index, item index)
-    val_frames: Optional[np.ndarray]
-    val_gaze: Any
-    val_name: str
+    val: List[ValSource]
     summary: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_name(self) -> str:
+        """The validation sources' names, joined (``group2`` for the bundle)."""
+        return "+".join(v.name for v in self.val)
 
 
 def source_name(source: Any) -> str:
@@ -171,23 +189,33 @@ def source_name(source: Any) -> str:
     return str(getattr(source, "name", None) or Path(source.path).stem)
 
 
+def weighted_items(n: int, weight: float) -> np.ndarray:
+    """Item indices of a source of ``n`` frames drawn ``weight`` times as often as others.
+
+    Deterministic: weight 2 lists every frame twice, 0.5 every other frame, 1.5 every frame
+    once and every other frame again.
+    """
+    count = max(1, int(round(n * float(weight))))
+    return (np.arange(count) * n // count if count <= n else np.arange(count) % n
+            ).astype(np.int64)
+
+
 def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
               soft_specs: Sequence[str], gaze_only: bool, progress: bool) -> TrainData:
-    """Prepare the training split (teacher maps cached on disk) and the validation sequence."""
-    from skd_saliency_ros.gaze import load_gaze
-
-    from .datasets import PairDataset, default_sources, prepare_source
+    """Prepare the manifest's training sources (teacher maps cached) and validation sources."""
+    from .datasets import PairDataset, prepare_source
+    from .manifest import load_manifest
     from .teachers import get_teacher
 
-    splits = default_sources(args.data_dir)
-    train_sources = list(splits["train"])
+    manifest = load_manifest(getattr(args, "data", None), args.data_dir)
+    train_sources = list(manifest.train)
     if args.train_sources:
         wanted = [n.strip() for n in args.train_sources.split(",") if n.strip()]
         known = {source_name(s): s for s in train_sources}
         missing = [n for n in wanted if n not in known]
         if missing:
-            raise TrainingError(f"--train-sources: unknown sequence(s) {', '.join(missing)}; "
-                                f"the training split of {args.data_dir} has "
+            raise TrainingError(f"--train-sources: unknown source(s) {', '.join(missing)}; "
+                                f"the training split of {manifest.path} has "
                                 f"{', '.join(sorted(known))}")
         train_sources = [known[n] for n in wanted]
     # One teacher may serve both roles (a video-saliency model such as TinyHD): build it once.
@@ -195,7 +223,10 @@ def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
     teachers = [get_teacher(spec) for spec in teacher_specs]
     soft_names = list(dict.fromkeys(get_teacher(spec).name for spec in soft_specs))
 
-    datasets, samples, summary = [], [], {"train": [], "val": None}
+    datasets, samples = [], []
+    summary: Dict[str, Any] = {"manifest": {"path": str(manifest.path), "name": manifest.name,
+                                            "sha1": manifest.content_hash},
+                               "train": [], "val": []}
     if gaze_only:  # hard loss only: sequences without gaze contribute nothing
         train_sources = [s for s in train_sources if getattr(s, "gaze_path", None)]
     for source in train_sources:
@@ -204,8 +235,13 @@ def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
         ds = PairDataset(prepared, soft_names, hflip=False)
         has_gaze = np.asarray(prepared.has_gaze, dtype=bool)
         keep = np.nonzero(has_gaze)[0] if gaze_only else np.arange(len(ds))
-        summary["train"].append({"name": prepared.name, "frames": int(len(ds)),
-                                 "gaze_frames": int(has_gaze.sum()), "used": int(len(keep))})
+        weight = manifest.weights.get(source.name, 1.0)
+        if len(keep) and weight != 1.0:
+            keep = keep[weighted_items(len(keep), weight)]
+        summary["train"].append({"name": prepared.name, "path": str(source.path),
+                                 "sha1": source.content_hash, "frames": int(len(ds)),
+                                 "gaze_frames": int(has_gaze.sum()), "weight": weight,
+                                 "used": int(len(keep))})
         if len(keep):
             samples += [(len(datasets), int(i)) for i in keep]
             datasets.append(ds)
@@ -214,18 +250,15 @@ def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
             "hard-loss training (lambda 0) needs sequences with gaze, and none was selected"
             if gaze_only else "the selected sequences are empty"))
 
-    val_frames, val_gaze, val_name = None, None, ""
-    val_sources = list(splits.get("val", []))
-    if val_sources:
-        source = val_sources[0]
+    val = []
+    for source in manifest.val:
         prepared = prepare_source(source, args.resolution, [], cache_dir=args.cache_dir,
                                   max_frames=args.val_max_frames, progress=progress)
-        val_frames = prepared.frames
-        val_gaze = load_gaze(source.gaze_path)
-        val_name = prepared.name
-        summary["val"] = {"name": val_name, "frames": int(len(val_frames)),
-                          "stride": int(args.val_stride)}
-    return TrainData(datasets, samples, val_frames, val_gaze, val_name, summary)
+        val.append(ValSource(prepared.name, prepared.frames, source.gaze))
+        summary["val"].append({"name": prepared.name, "path": str(source.path),
+                               "sha1": source.content_hash, "frames": int(len(prepared)),
+                               "stride": int(args.val_stride)})
+    return TrainData(datasets, samples, val, summary)
 
 
 def make_batch(data: TrainData, sample_ids: Sequence[int], flips: torch.Tensor) -> Dict:
@@ -242,19 +275,30 @@ def make_batch(data: TrainData, sample_ids: Sequence[int], flips: torch.Tensor) 
 
 # --------------------------------------------------------------------------- validation
 def validate(model: torch.nn.Module, data: TrainData, device: str, stride: int,
-             full: bool = False) -> Optional[Dict[str, float]]:
-    """Mean metrics over group2 (every ``stride``-th frame unless ``full``)."""
+             full: bool = False) -> Optional[Dict[str, Any]]:
+    """Metrics on every validation source (every ``stride``-th frame unless ``full``).
+
+    The top-level keys are the mean over the sources (one source: its own numbers);
+    ``per_source`` holds each source's.
+    """
     from skd_saliency_ros.metrics import EvalProtocol, score_sequence
 
-    if data.val_frames is None:
+    if not data.val:
         return None
-    indices = range(0, len(data.val_frames), 1 if full else max(1, stride))
     was_training = model.training
-    maps = list(predict_maps(model, data.val_frames, indices, device=device))
+    per_source = {}
+    for source in data.val:
+        indices = range(0, len(source.frames), 1 if full else max(1, stride))
+        maps = list(predict_maps(model, source.frames, indices, device=device))
+        result = score_sequence(maps, source.gaze, EvalProtocol())
+        per_source[source.name] = {**{k: float(v) for k, v in result["mean"].items()},
+                                   "n_frames": int(result["n_frames"])}
     model.train(was_training)
-    result = score_sequence(maps, data.val_gaze, EvalProtocol())
-    out = {k: float(v) for k, v in result["mean"].items()}
-    out["n_frames"] = int(result["n_frames"])
+    keys = [k for k in next(iter(per_source.values())) if k != "n_frames"]
+    out: Dict[str, Any] = {k: float(np.mean([r[k] for r in per_source.values()]))
+                           for k in keys}
+    out["n_frames"] = int(sum(r["n_frames"] for r in per_source.values()))
+    out["per_source"] = per_source
     return out
 
 
@@ -283,7 +327,7 @@ def write_curves(path: Path, history: Dict[str, list], title: str) -> None:
     for key in ("nss", "cc"):
         ax2.plot(vsteps, [h[key] for h in history["val"]], marker="o", label=key.upper())
     ax2.set_xlabel("step")
-    ax2.set_ylabel("group2 validation")
+    ax2.set_ylabel("validation (mean over sources)")
     ax2.legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -421,7 +465,8 @@ def _train(args, kind, build, data_fn, meta, info: DistInfo) -> int:
             val = validate(model, data, info.device, args.val_stride)
             if val:
                 history["val"].append({"step": step, **val})
-                bar.write(f"step {step}: group2 NSS {val['nss']:.3f} CC {val['cc']:.3f}")
+                bar.write(f"step {step}: {data.val_name} NSS {val['nss']:.3f} "
+                          f"CC {val['cc']:.3f}")
         if info.is_main and (step % args.checkpoint_every == 0 or step == stop_at):
             _save_resume(state_file, model, optimizer, step,
                          elapsed_before + time.time() - started, history, config, args)
@@ -470,7 +515,7 @@ def _load_resume(path, model, optimizer, kind, args, config, device):
 
 
 def _finish(args, model, data, history, config, meta, elapsed, info) -> None:
-    """Validate on every group2 frame; write the checkpoint, curves and history."""
+    """Validate on every frame of the validation sources; write checkpoint, curves, history."""
     val = validate(model, data, info.device, args.val_stride, full=True)
     if val:
         history["val"].append({"step": args.steps, "full": True, **val})
@@ -494,7 +539,8 @@ def _finish(args, model, data, history, config, meta, elapsed, info) -> None:
                  f"{config['kind']} {args.arch} R={args.resolution} lambda={args.lam}")
     msg = f"wrote {args.output} ({elapsed / 60:.1f} min)"
     if val:
-        msg += f"; group2 NSS {val['nss']:.3f} CC {val['cc']:.3f} AUC-J {val['auc_judd']:.3f}"
+        msg += (f"; {data.val_name} NSS {val['nss']:.3f} CC {val['cc']:.3f} "
+                f"AUC-J {val['auc_judd']:.3f}")
     print(msg)
 
 

@@ -1,0 +1,203 @@
+"""Your own footage: a dataset manifest and a gaze CSV, end to end, without the bundle.
+
+Two short real clips of the bundle are copied under other names into a temporary folder (one
+as a video, one as a frame folder), a third gets real gaze converted from CSV; a manifest
+lists them; teach -> distill -> transfer -> evaluate run on it with the bundle made
+unreachable, and the cache shows that only the manifest's sources were read.
+"""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from skd_saliency_ros.gaze import load_gaze
+from training.__main__ import main
+from training.manifest import ManifestError, load_manifest
+
+SIZE = (320, 180)
+N = 24
+
+
+def _copy_clip(src, dst_video=None, dst_folder=None, start=0, n=N):
+    """Copy frames start..start+n-1 of a real video, resized to SIZE, as mp4 or PNGs."""
+    cap = cv2.VideoCapture(str(src))
+    for _ in range(start):
+        cap.grab()
+    frames = []
+    for _ in range(n):
+        ok, bgr = cap.read()
+        assert ok
+        frames.append(cv2.resize(bgr, SIZE, interpolation=cv2.INTER_AREA))
+    cap.release()
+    if dst_video is not None:
+        writer = cv2.VideoWriter(str(dst_video), cv2.VideoWriter_fourcc(*"mp4v"), 10, SIZE)
+        for f in frames:
+            writer.write(f)
+        writer.release()
+    if dst_folder is not None:
+        dst_folder.mkdir()
+        for k, f in enumerate(frames):
+            cv2.imwrite(str(dst_folder / f"img{k + 1}.png"), f)
+
+
+@pytest.fixture(scope="module")
+def footage(shared_data, tmp_path_factory):
+    """Build a user's folder: two flights, one frame folder, a CSV of real gaze, a manifest."""
+    root = tmp_path_factory.mktemp("my_flights")
+    (root / "videos").mkdir()
+    _copy_clip(shared_data / "uav_unlabeled" / "wakeboard7.mp4", root / "videos" / "lake.mp4")
+    _copy_clip(shared_data / "uav_gaze" / "car10.mp4", dst_folder=root / "videos" / "road",
+               start=200)
+    _copy_clip(shared_data / "uav_gaze" / "car10.mp4", root / "videos" / "street.mp4")
+    # real gaze samples of car10's first N frames, scaled to the copy's size
+    with np.load(shared_data / "uav_gaze" / "car10_gaze.npz") as g:
+        keep = g["samples_frame"] < N
+        rows = zip(g["samples_frame"][keep], g["samples_xy"][keep] * SIZE[0] / 1280.0,
+                   g["samples_observer"][keep])
+        with open(root / "street_gaze.csv", "w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["observer", "frame", "x", "y", "time_ms"])
+            for frame, (x, y), obs in rows:
+                out.writerow([int(obs), int(frame), f"{x:.2f}", f"{y:.2f}", 0])
+    (root / "flights.yaml").write_text("""
+name: my-flights
+train:
+  - video: videos/lake.mp4
+    weight: 2
+  - frames: videos/road
+    fps: 10
+val:
+  - video: videos/street.mp4
+    gaze: street_gaze.npz
+""")
+    return root
+
+
+def test_gaze_import_from_csv(footage, shared_data, capsys):
+    """CSV -> npz with the bundle's rule; the result loads and matches the bundle's fixations."""
+    out = footage / "street_gaze.npz"
+    assert main(["gaze-import", "--csv", str(footage / "street_gaze.csv"),
+                 "--video", str(footage / "videos" / "street.mp4"), "--out", str(out),
+                 "--max-dispersion", str(60 * SIZE[0] / 1280), "--samples-per-frame",
+                 "33.3"]) == 0
+    assert "fixations on" in capsys.readouterr().out
+    gaze = load_gaze(out, N)
+    assert (gaze.width, gaze.height, gaze.n_frames) == (*SIZE, N)
+    bundle = load_gaze(shared_data / "uav_gaze" / "car10_gaze.npz")
+    # the same reduction as the bundle's, at a quarter of the size: same fixations per frame
+    for k in range(N):
+        ours, theirs = gaze.fixations(k), bundle.fixations(k) * SIZE[0] / 1280
+        assert len(ours) == len(theirs)
+        np.testing.assert_allclose(np.sort(ours, 0), np.sort(theirs, 0), atol=0.02)
+    # no silent overwrite
+    assert main(["gaze-import", "--csv", str(footage / "street_gaze.csv"), "--video",
+                 str(footage / "videos" / "street.mp4"), "--out", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rows,message", [
+    ("frame,x,y\n0,1,1\n", r"missing column\(s\) \['observer'\]"),
+    ("frame,x,y,observer\n0,1,1,1\n99,1,1,1\n", "row 3: frame 99 is not a frame"),
+    ("frame,x,y,observer\n0,400,1,1\n", r"row 2: gaze \(400.0, 1.0\) is outside the 320x180"),
+    ("frame,x,y,observer\n0,abc,1,1\n", "row 2: x and y must be numbers"),
+])
+def test_gaze_import_errors(footage, tmp_path, capsys, rows, message):
+    """Missing columns, unknown frames, gaze outside the frame: one line naming the row."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text(rows)
+    assert main(["gaze-import", "--csv", str(bad), "--video",
+                 str(footage / "videos" / "street.mp4"), "--out",
+                 str(tmp_path / "g.npz")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_manifest_end_to_end_without_the_bundle(footage, tmp_path, monkeypatch):
+    """Run teach -> distill -> transfer -> evaluate on the manifest; never read the bundle."""
+    test_gaze = footage / "street_gaze.npz"
+    if not test_gaze.exists():
+        assert main(["gaze-import", "--csv", str(footage / "street_gaze.csv"), "--video",
+                     str(footage / "videos" / "street.mp4"), "--out", str(test_gaze)]) == 0
+    nowhere = tmp_path / "no_bundle_here"
+    monkeypatch.setenv("SKD_DATA_DIR", str(nowhere))
+    cache = tmp_path / "cache"
+    manifest = str(footage / "flights.yaml")
+    data = ["--data", manifest, "--data-dir", str(nowhere), "--cache-dir", str(cache)]
+    teachers = ["--spatial-teacher", "spectral-residual",
+                "--temporal-teacher", "motion-homography"]
+    assert main(["teach", *data, "--teachers", "spectral-residual,motion-homography",
+                 "--resolution", "16", "--no-progress"]) == 0
+    train = [*data, *teachers, "-R", "16", "--steps", "3", "--batch-size", "4",
+             "--val-every", "0", "--no-progress"]
+    for kind in ("spatial", "temporal"):
+        assert main(["distill", "--student", kind, *train,
+                     "-o", str(tmp_path / f"{kind}.pt")]) == 0
+    assert main(["transfer", "--spatial", str(tmp_path / "spatial.pt"), "--temporal",
+                 str(tmp_path / "temporal.pt"), "--lambda", "0.5", *train,
+                 "-o", str(tmp_path / "fused.pt")]) == 0
+    meta = __import__("torch").load(tmp_path / "fused.pt", weights_only=True)["meta"]
+    assert meta["data"]["manifest"]["name"] == "my-flights"
+    assert meta["data"]["manifest"]["sha1"] == load_manifest(manifest, nowhere).content_hash
+    assert [t["name"] for t in meta["data"]["train"]] == ["lake", "road"]
+    # lake has weight 2: each of its frames is drawn twice as often
+    assert [t["used"] for t in meta["data"]["train"]] == [2 * N, N]
+    assert meta["validation"]["sequence"] == "street"
+    assert set(meta["validation"]["per_source"]) == {"street"}
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--data", manifest, "--data-dir", str(nowhere), "--cache-dir",
+                 str(cache), "--models", f"{tmp_path / 'fused.pt'},teacher:spectral-residual",
+                 "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["per_source"]) == {"street"}
+    assert result["models"]["fused"]["nss"] == pytest.approx(meta["validation"]["nss"],
+                                                             abs=1e-6)
+    # only the manifest's three sources were decoded and cached; the bundle does not exist
+    cached = sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir())
+    assert cached == ["lake", "road", "street"]
+    assert not nowhere.exists()
+
+
+def test_bad_manifests_are_refused_before_any_work(footage, tmp_path):
+    """Unknown key, missing file, validation without gaze, duplicate names: one line each."""
+    vid = footage / "videos" / "lake.mp4"
+    gaze = footage / "street_gaze.npz"
+    if not gaze.exists():
+        assert main(["gaze-import", "--csv", str(footage / "street_gaze.csv"), "--video",
+                     str(footage / "videos" / "street.mp4"), "--out", str(gaze)]) == 0
+    ok_val = f"val:\n  - video: {footage}/videos/street.mp4\n    gaze: {gaze}\n"
+    cases = {
+        f"train:\n  - video: {vid}\n    wieght: 2\n{ok_val}":
+            r"train\[0\] \(.*lake.mp4\): unknown key\(s\) \['wieght'\]",
+        f"train:\n  - video: {footage}/videos/nope.mp4\n{ok_val}":
+            r"train\[0\] \(.*nope.mp4\): video file .*nope.mp4 not found",
+        f"train:\n  - video: {vid}\nval:\n  - video: {vid}\n    name: other\n":
+            r"val\[0\] \(.*lake.mp4\): a validation source needs a gaze: file",
+        f"train:\n  - video: {vid}\n  - frames: {footage}/videos/road\n    name: lake\n{ok_val}":
+            r"source name\(s\) \['lake'\] used twice",
+        f"train: []\n{ok_val}": "'train' must be a non-empty list",
+        f"trian:\n  - video: {vid}\n{ok_val}": r"unknown key\(s\) \['trian'\]",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"m{i}.yaml"
+        path.write_text(text)
+        with pytest.raises(ManifestError, match=message) as info:
+            load_manifest(path)
+        assert str(path) in str(info.value)
+    # through the CLI: exit 2, one line, nothing cached
+    path = tmp_path / "m0.yaml"
+    assert main(["teach", "--data", str(path), "--cache-dir", str(tmp_path / "c"),
+                 "--no-progress"]) == 2
+    assert not (tmp_path / "c").exists()
+
+
+def test_bundle_manifest_is_the_default(shared_data):
+    """The shipped manifest reproduces the bundle's split."""
+    m = load_manifest(None, shared_data)
+    assert m.name == "bundle" and [s.name for s in m.val] == ["group2"]
+    assert [s.name for s in m.train][:2] == ["car10", "DTB70_Animal1"] and len(m.train) == 31
+    assert m.train[0].gaze is not None and m.val[0].gaze is not None

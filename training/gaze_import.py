@@ -1,0 +1,185 @@
+"""``python -m training gaze-import``: a gaze CSV -> the bundle's ``*_gaze.npz`` schema.
+
+Your own eye-tracking recordings rarely come as the bundle's ``.npz``.  This step takes the
+simplest table an eye tracker export can be turned into, one row per gaze sample::
+
+    frame,x,y,observer          # header required; column order free, extra columns ignored
+    0,612.5,344.0,1             # frame: 0-based index of the video frame on screen
+    0,615.1,341.2,1             # x, y: pixels of the video (origin top-left corner,
+    1,640.0,350.9,2             #       x right, y down); empty or nan = tracking lost
+
+and reduces it with the rule the bundle uses (``../shared/data/README.md``, "Gaze
+reduction"): per observer and frame, the valid samples (finite, inside the frame) give one
+fixation if there are enough of them (``--min-samples``, or half of ``--samples-per-frame``
+when the tracker rate is known) and their dispersion (max x - min x) + (max y - min y) is at
+most ``--max-dispersion`` px (60 in the bundle); the fixation is the median x and median y.
+
+Refused with one line naming the CSV and the row: missing columns, a value that is not a
+number, a frame index outside the video, a sample outside the frame (unless
+``--drop-outside``: then they are dropped and counted, like off-screen gaze in the bundle).
+The output loads with ``skd_saliency_ros.gaze.load_gaze`` (tested) and is never written over
+an existing file without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+
+COLUMNS = ("frame", "x", "y", "observer")
+
+
+class GazeImportError(ValueError):
+    """A gaze CSV (or option) that cannot be converted; names the file and the row."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the gaze-import step."""
+    parser.add_argument("--csv", type=Path, required=True,
+                        help="gaze samples: columns frame, x, y, observer (header row)")
+    parser.add_argument("--video", type=Path, required=True,
+                        help="the video the gaze was recorded on (frame count, size, rate)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate, where the video container has none")
+    parser.add_argument("--out", "-o", type=Path, required=True, help=".npz to write")
+    parser.add_argument("--max-dispersion", type=float, default=60.0,
+                        help="max (x range + y range) of one fixation's samples, px (60)")
+    parser.add_argument("--min-samples", type=int, default=1,
+                        help="valid samples an observer needs on a frame (default 1)")
+    parser.add_argument("--samples-per-frame", type=float, default=None,
+                        help="tracker samples per video frame; if given, at least half must be "
+                             "valid (the bundle: 33.3 at 1000 Hz for 30 fps)")
+    parser.add_argument("--drop-outside", action="store_true",
+                        help="drop samples outside the frame (counted) instead of refusing")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def read_samples(path: Path, n_frames: int, width: int, height: int, drop_outside: bool
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, int]]:
+    """Rows of the CSV -> (xy float32 (S, 2), frame int32 (S,), observer int16 (S,)), counts.
+
+    Lost-tracking rows (empty/NaN x or y) are skipped and counted; see the module docstring
+    for what is refused.
+    """
+    if not path.is_file():
+        raise GazeImportError(f"{path}: CSV not found")
+    xy, frames, observers = [], [], []
+    counts = {"rows": 0, "lost": 0, "outside": 0}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise GazeImportError(f"{path}: missing column(s) {missing} in the header "
+                                  f"(has {header or 'no header'}; needs {list(COLUMNS)})")
+        reader.fieldnames = header
+        for line, row in enumerate(reader, start=2):
+            counts["rows"] += 1
+            where = f"{path}: row {line}"
+            try:
+                frame = int(str(row["frame"]).strip())
+                observer = int(str(row["observer"]).strip())
+            except (TypeError, ValueError) as exc:
+                raise GazeImportError(f"{where}: frame and observer must be integers, got "
+                                      f"{row['frame']!r}, {row['observer']!r}") from exc
+            if not 0 <= frame < n_frames:
+                raise GazeImportError(f"{where}: frame {frame} is not a frame of the video "
+                                      f"(0..{n_frames - 1})")
+            x_text, y_text = (str(row[k] or "").strip() for k in ("x", "y"))
+            try:
+                x = float(x_text) if x_text else math.nan
+                y = float(y_text) if y_text else math.nan
+            except ValueError as exc:
+                raise GazeImportError(f"{where}: x and y must be numbers, got {x_text!r}, "
+                                      f"{y_text!r}") from exc
+            if not (math.isfinite(x) and math.isfinite(y)):
+                counts["lost"] += 1
+                continue
+            if not (0 <= x < width and 0 <= y < height):
+                if not drop_outside:
+                    raise GazeImportError(f"{where}: gaze ({x}, {y}) is outside the "
+                                          f"{width}x{height} frame (pass --drop-outside to "
+                                          "drop such samples)")
+                counts["outside"] += 1
+                continue
+            xy.append((x, y))
+            frames.append(frame)
+            observers.append(observer)
+    if not xy:
+        raise GazeImportError(f"{path}: no valid gaze sample ({counts['rows']} rows)")
+    return (np.asarray(xy, np.float32), np.asarray(frames, np.int32),
+            np.asarray(observers, np.int16), counts)
+
+
+def fixations(xy: np.ndarray, frames: np.ndarray, observers: np.ndarray,
+              max_dispersion: float, min_samples: int):
+    """Reduce samples with the bundle's rule: at most one median point per (observer, frame)."""
+    order = np.lexsort((frames, observers))
+    keys = np.stack([observers[order], frames[order]], 1)
+    cuts = np.flatnonzero(np.any(np.diff(keys, axis=0) != 0, axis=1)) + 1
+    fix_xy, fix_frame, fix_observer = [], [], []
+    for group in np.split(order, cuts):
+        pts = xy[group]
+        if len(pts) < min_samples:
+            continue
+        spread = np.ptp(pts[:, 0]) + np.ptp(pts[:, 1])
+        if spread > max_dispersion:
+            continue
+        fix_xy.append(np.median(pts, axis=0))
+        fix_frame.append(frames[group[0]])
+        fix_observer.append(observers[group[0]])
+    return (np.asarray(fix_xy, np.float32).reshape(-1, 2), np.asarray(fix_frame, np.int32),
+            np.asarray(fix_observer, np.int16))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, check by loading the result back, print one summary line."""
+    from skd_saliency_ros.gaze import load_gaze
+
+    from .datasets import VideoSource
+
+    if args.out.exists() and not args.overwrite:
+        raise GazeImportError(f"{args.out}: exists; pass --overwrite to replace it")
+    if args.max_dispersion <= 0 or args.min_samples < 1:
+        raise GazeImportError("--max-dispersion must be > 0 and --min-samples >= 1")
+    video = VideoSource(args.video, fps=args.fps)
+    min_samples = args.min_samples
+    if args.samples_per_frame is not None:
+        if args.samples_per_frame <= 0:
+            raise GazeImportError("--samples-per-frame must be > 0")
+        min_samples = max(min_samples, int(math.ceil(0.5 * args.samples_per_frame)))
+    xy, frames, observers, counts = read_samples(args.csv, video.n_frames, video.width,
+                                                 video.height, args.drop_outside)
+    fix_xy, fix_frame, fix_observer = fixations(xy, frames, observers, args.max_dispersion,
+                                                min_samples)
+    arrays = {
+        "n_frames": np.int32(video.n_frames), "width": np.int32(video.width),
+        "height": np.int32(video.height), "fps": np.int32(round(video.fps)),
+        "source_fps": np.int32(round(video.fps)),
+        "observer_ids": np.unique(observers).astype(np.int16),
+        "source_frame_index": np.arange(1, video.n_frames + 1, dtype=np.int32),
+        "samples_xy": xy, "samples_frame": frames, "samples_observer": observers,
+        "fix_xy": fix_xy, "fix_frame": fix_frame, "fix_observer": fix_observer,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        load_gaze(tmp, video.n_frames)  # the schema check the rest of the pipeline applies
+        os.replace(tmp, args.out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    with_fix = len(np.unique(fix_frame))
+    print(f"wrote {args.out}: {len(arrays['observer_ids'])} observer(s), {len(xy)} samples "
+          f"({counts['lost']} lost, {counts['outside']} outside dropped), {len(fix_xy)} "
+          f"fixations on {with_fix} of {video.n_frames} frames")
+    return 0
