@@ -12,6 +12,8 @@ import datetime
 import os
 import subprocess
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -85,13 +87,28 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution:
 def read_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
     """Load the raw checkpoint dict (weights_only) with clear errors."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file (give the .pt "
+                              "or .onnx file inside it)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive; anything else (a text file, an old pickle, an
+        # ONNX file renamed .pt) gets a plain message instead of torch's internals.
+        raise CheckpointError(f"{path}: not a checkpoint written by this package (torch.save "
+                              "zip format); if it is an old or foreign file, re-train or "
+                              "re-export it")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own hints (weights_only=False) are not ours
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            # never pass on torch's advice to load with weights_only=False: that runs code
+            detail = "it holds Python objects other than tensors and plain data, which are " \
+                     "never loaded (loading them could run code)"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from exc
     if not isinstance(payload, dict) or "state_dict" not in payload or "kind" not in payload:
         raise CheckpointError(f"{path}: not an skd_saliency_ros checkpoint "
                               "(no 'kind'/'state_dict' entries)")

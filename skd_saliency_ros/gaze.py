@@ -98,6 +98,9 @@ def load_gaze(path: Union[str, Path], n_frames: Optional[int] = None) -> GazeDat
     path = Path(path)
     if not path.is_file():
         raise GazeError(f"{path}: gaze file not found")
+    if not zipfile.is_zipfile(path):
+        raise GazeError(f"{path}: not a .npz gaze file (a .npz is a zip archive of arrays; "
+                        "convert a CSV with 'python -m training gaze-import')")
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
@@ -134,6 +137,10 @@ def load_gaze(path: Union[str, Path], n_frames: Optional[int] = None) -> GazeDat
     inside = (np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < width)
               & (xy[:, 1] >= 0) & (xy[:, 1] < height))
     dropped = int(np.count_nonzero(~inside))
+    if dropped == len(xy):  # nothing left to score: every metric would be undefined
+        raise GazeError(f"{path}: no usable fixation: all {len(xy)} point(s) in 'fix_xy' are "
+                        f"outside [0,{width})x[0,{height}) or not finite"
+                        if len(xy) else f"{path}: holds no fixation ('fix_xy' is empty)")
     if dropped:
         warnings.warn(f"{path}: dropped {dropped} of {len(xy)} fixation(s) in 'fix_xy' outside "
                       f"[0,{width})x[0,{height}) or not finite", stacklevel=2)

@@ -222,8 +222,8 @@ class SaliencyNode(Node):
     def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
         cam.info = msg
 
-    def _warn(self, cam: _Camera, kind: str, text: str) -> None:
-        """Log at most one warning per camera and kind every WARN_EVERY_S seconds."""
+    def _warn(self, cam: _Camera, kind: str, text: str, level: str = "warning") -> None:
+        """Log at most one message per camera and kind every WARN_EVERY_S seconds."""
         key = (cam.label, kind)
         now = time.monotonic()
         with self._warn_lock:  # called from the executor and the inference thread
@@ -232,7 +232,7 @@ class SaliencyNode(Node):
             self._warned[key] = (now, 0) if emit else (last, suppressed + 1)
         if emit:
             more = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
-            self.get_logger().warning(f"[{cam.image_topic}] {text}{more}")
+            getattr(self.get_logger(), level)(f"[{cam.image_topic}] {text}{more}")
 
     def _invalid(self, cam: _Camera, kind: str, reason: str) -> None:
         with self._cond:
@@ -344,8 +344,9 @@ class SaliencyNode(Node):
             if reason:
                 stats.resets += 1
                 stats.last_reset_reason = reason
-        if reason and stats.frames_out > 1:
-            self.get_logger().info(f"[{cam.image_topic}] temporal state reset: {reason}")
+        if reason and stats.frames_out > 1:  # throttled: jittering stamps reset every frame
+            self._warn(cam, "reset", f"temporal state reset: {reason} (resets so far: "
+                       f"{stats.resets}; see /diagnostics)", level="info")
 
     def _publish_bearings(self, cam: _Camera, msg: Image, peaks, width: int,
                           height: int) -> None:

@@ -125,6 +125,13 @@ def pixels_to_bearings(points_xy, K, D: Optional[Sequence[float]] = None,
     pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     k = _camera_matrix(K)
     d = np.zeros(0) if D is None else np.asarray(D, dtype=np.float64).ravel()
+    if not np.isfinite(d).all():
+        # NaN/inf in D: OpenCV returns NaN rays (pinhole-style models) or finite but wrong
+        # ones (fisheye); a wrong bearing is worse than none, so refuse the calibration.
+        raise ValueError(f"distortion D must be finite, got {d.tolist()} (a broken "
+                         "calibration file?)")
+    if not np.isfinite(pts).all():
+        raise ValueError("pixel coordinates must be finite")
     if d.size and np.any(d != 0.0):
         if distortion_model not in DISTORTION_MODELS:
             raise ValueError(f"distortion model '{distortion_model}' with non-zero D is not "
@@ -144,7 +151,11 @@ def pixels_to_bearings(points_xy, K, D: Optional[Sequence[float]] = None,
         yn = (pts[:, 1] - k[1, 2]) / k[1, 1]
         xn = (pts[:, 0] - k[0, 2] - k[0, 1] * yn) / k[0, 0]
     rays = np.stack([xn, yn, np.ones_like(xn)], axis=1)
-    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+    rays = rays / np.linalg.norm(rays, axis=1, keepdims=True)
+    if not np.isfinite(rays).all():  # the last guard: a ray that is not finite never leaves
+        raise ValueError("the calibration gives non-finite rays for these pixels "
+                         "(K and D cannot be inverted there)")
+    return rays
 
 
 def pixel_to_bearing(x: float, y: float, K, D: Optional[Sequence[float]] = None,

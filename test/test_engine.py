@@ -296,8 +296,9 @@ def test_missing_or_wrong_model_files_raise_checkpoint_error(tmp_path):
     cases = [(tmp_path / "missing.pt", "torch", "no such checkpoint file"),
              (tmp_path / "missing.pt", "onnxruntime", "no such checkpoint file"),
              (tmp_path / "missing.onnx", "onnxruntime", "no such ONNX model file"),
-             (junk_pt, "torch", "not a readable checkpoint"),
-             (junk_pt, "onnxruntime", "not a readable checkpoint"),
+             (junk_pt, "torch", "not a checkpoint written by this package"),
+             (junk_pt, "onnxruntime", "not a checkpoint written by this package"),
+             (tmp_path, "torch", "is a directory, not a checkpoint file"),
              (junk_onnx, "onnxruntime", "not a loadable ONNX model")]
     for path, backend, message in cases:
         with pytest.raises(CheckpointError, match=message) as info:
@@ -377,3 +378,19 @@ def test_spatial_model_ignores_the_previous_frame(frames, tmp_path):
     with torch.no_grad():
         raw = model.eval()(x)[0, 0].numpy()
     np.testing.assert_allclose(alone.saliency, normalise_maps(raw[None])[0], atol=1e-4)
+
+
+class _Foreign:
+    """A class a hostile or foreign checkpoint could carry (never instantiated on load)."""
+
+
+def test_checkpoint_with_python_objects_is_refused_plainly(tmp_path, recwarn):
+    """A torch.save file holding arbitrary objects: refused, without torch's unsafe hint."""
+    from skd_saliency_ros.checkpoint import read_checkpoint
+
+    path = tmp_path / "foreign.pt"
+    torch.save({"kind": "fused", "state_dict": {}, "obj": _Foreign()}, path)
+    with pytest.raises(CheckpointError, match="holds Python objects other than tensors") as info:
+        read_checkpoint(path)
+    assert "weights_only=False" not in str(info.value) and str(path) in str(info.value)
+    assert not [w for w in recwarn if "weights_only" in str(w.message)]

@@ -58,8 +58,17 @@ def test_missing_and_corrupt_files(tmp_path):
         load_gaze(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"this is not a zip archive")
-    with pytest.raises(GazeError, match=r"bad.npz: not a readable .npz"):
+    with pytest.raises(GazeError, match=r"bad.npz: not a .npz gaze file") as info:
         load_gaze(bad)
+    assert "pickle" not in str(info.value)  # never point a user at allow_pickle
+
+
+def test_no_usable_fixation_is_an_error(tmp_path, car10_arrays):
+    """All points off-screen or NaN: a GazeError naming the file, not a metrics traceback."""
+    xy = np.full_like(car10_arrays["fix_xy"], np.nan)
+    xy[:10] = (5000.0, 10.0)
+    with pytest.raises(GazeError, match=r"gaze.npz: no usable fixation: all 5667 point"):
+        load_gaze(write(tmp_path, car10_arrays, fix_xy=xy))
 
 
 @pytest.mark.parametrize("change, message", [

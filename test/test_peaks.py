@@ -140,6 +140,16 @@ def test_distorted_pixels_give_the_ray_that_projects_onto_them(model, d):
     assert np.degrees(np.arccos(np.clip((plain * rays_in).sum(1), -1, 1))).max() > 0.5
 
 
+@pytest.mark.parametrize("model", ["plumb_bob", "rational_polynomial", "equidistant"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_distortion_is_refused(model, bad):
+    """NaN/inf in D gave NaN rays (pinhole models) or finite wrong ones (fisheye): refused."""
+    d = {"plumb_bob": [0.1, bad, 0, 0, 0], "rational_polynomial": [0.1, 0, 0, 0, 0, bad, 0, 0],
+         "equidistant": [0.1, bad, 0, 0]}[model]
+    with pytest.raises(ValueError, match="distortion D must be finite"):
+        pixels_to_bearings([[10, 10], [640, 360]], K, d, model)
+
+
 def test_bearing_errors():
     """Unknown models with non-zero D and unusable K are errors; zero D is plain pinhole."""
     with pytest.raises(ValueError, match="not supported"):

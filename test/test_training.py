@@ -302,7 +302,18 @@ def test_evaluate_rejects_bad_gaze_file(shared_data, tmp_path, capsys):
     text = tmp_path / "not_npz.npz"
     text.write_text("not a gaze file")
     assert _evaluate(shared_data, tmp_path, video, text) == 2
-    assert "not_npz.npz" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not_npz.npz: not a .npz gaze file" in err and "pickle" not in err
+    # a file in which no fixation survives validation: one line, exit 2, no traceback
+    with np.load(shared_data / "uav_gaze" / "group2_gaze.npz") as g:
+        arrays = {k: g[k] for k in g.files}
+    arrays["fix_xy"] = np.full_like(arrays["fix_xy"], np.nan)
+    nan_gaze = tmp_path / "nan_gaze.npz"
+    np.savez(nan_gaze, **arrays)
+    assert _evaluate(shared_data, tmp_path, video, nan_gaze) == 2
+    err = capsys.readouterr().err
+    assert "nan_gaze.npz: no usable fixation" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_rejects_unknown_model_and_existing_outputs(shared_data, tmp_path, capsys):

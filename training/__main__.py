@@ -22,6 +22,8 @@ STEPS = {
     "transfer": ("training.transfer", "step 2: train the fused model from the two students"),
     "evaluate": ("training.evaluate", "score models on a video with gaze (Table I, ROC)"),
     "bench": ("training.bench", "speed and memory tables (Table V)"),
+    "bench-teacher": ("training.bench_teacher", "the student's speed next to its deep "
+                      "teachers' (one thread, batch 1)"),
     "export": ("training.export", "export a checkpoint to ONNX"),
     "gaze-import": ("training.gaze_import", "convert a gaze CSV (frame, x, y, observer) to "
                     "the bundle's .npz schema"),

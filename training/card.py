@@ -61,9 +61,13 @@ def card_markdown(card: Dict[str, Any]) -> str:
         lines.append(f"- {kind} student: lambda {s.get('lambda')}, {s.get('steps')} steps x "
                      f"batch {s.get('batch_size')}, {s.get('train_time_s')} s, "
                      f"command `{s.get('command')}`")
+    note = research_use_note(t.get("teachers"))
+    if note:
+        lines += ["", "## Terms", "", note]
     ev = card["evaluation"]
-    lines += ["", "## Validation (group2, held out from training)", ""]
-    lines.append(markdown_table(ev["models"], f"{Path(ev['meta']['video']).name}, "
+    sources = ev.get("meta", {}).get("sources") or {Path(ev["meta"]["video"]).stem: {}}
+    lines += ["", f"## Validation ({', '.join(sources)}, held out from training)", ""]
+    lines.append(markdown_table(ev["models"], f"{', '.join(sources)}: "
                                 f"{_n(ev)} frames with fixations").rstrip())
     lines += ["", f"Metrics: {', '.join(c for _, c in TABLE_COLUMNS)} as in "
               "skd_saliency_ros.metrics (MIT conventions); see docs/RESULTS.md."]
@@ -74,12 +78,32 @@ def _n(ev: Dict[str, Any]) -> Optional[int]:
     return next(iter(ev["models"].values())).get("n_frames")
 
 
+# Teachers whose weights carry terms that a distilled student inherits.
+RESEARCH_USE_TEACHERS = ("tinyhd",)
+
+
+def research_use_note(teachers: Any) -> str:
+    """Return the licence note a model distilled from research-use teacher weights carries."""
+    if not any(key in json.dumps(teachers or {}).lower() for key in RESEARCH_USE_TEACHERS):
+        return ""
+    return ("Distilled from TinyHD (Hu et al., WACV 2023; weights from the authors' "
+            "repository, which states no licence): **research use only**, as its teacher. "
+            "Cite the TinyHD paper and the SKD paper (Li et al., IEEE TIP 2020) when you use "
+            "it. The training frames (UAV123, DTB70, UAVDT) are under academic research terms "
+            "too.")
+
+
 def _data_line(data: Optional[Dict[str, Any]]) -> str:
     if not data:
         return "?"
     train = ", ".join(f"{d['name']} ({d['used']})" for d in data.get("train", []))
     val = data.get("val") or {}
-    return f"train on {train}; validate on {val.get('name')}"
+    names = ", ".join(v.get("name", "?") for v in val) if isinstance(val, list) \
+        else val.get("name")
+    manifest = data.get("manifest") or {}
+    where = f" (manifest {manifest.get('name')}, sha1 {manifest.get('sha1', '?')[:12]})" \
+        if manifest else ""
+    return f"train on {train}; validate on {names}{where}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,141 @@
+"""``python -m training bench-teacher``: the student's speed next to its teachers'.
+
+What distillation buys is a measured ratio, not a claim: the deep teachers (ONNX, as the
+teach step runs them) and student checkpoints (ONNX export, as the node runs them with
+backend auto on a CPU) are timed in one process, one thread, batch 1, round-robin repeat by
+repeat so that load from other processes hits all of them alike.  A teacher's cost is per
+*labelled frame*: TinyHD-S needs one 16-frame clip per frame, TinyHD-M labels 16 frames per
+clip.  Model calls only (pre-processing, resizing and decoding are not timed, for either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the teacher-vs-student bench."""
+    parser.add_argument("--teachers", default="tinyhd-s,tinyhd-m",
+                        help="teacher specs with an ONNX model (default %(default)s)")
+    parser.add_argument("--models", default="default",
+                        help="student checkpoints: 'default' or .pt paths (comma list)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds each repeat lasts at least (default 1)")
+    parser.add_argument("--json", type=Path, default=None, help="write the result here")
+
+
+def _teacher_runner(spec: str):
+    import onnxruntime as ort
+
+    from .bench_backends import BenchError
+    from .teachers import GenericTeacher, get_teacher
+
+    teacher = get_teacher(spec)
+    if not isinstance(teacher, GenericTeacher) or teacher.model_path.suffix != ".onnx":
+        raise BenchError(f"teacher '{spec}': only ONNX teachers can be timed here")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(teacher.model_path), opts,
+                                providers=["CPUExecutionProvider"])
+    width, height = teacher.input_cfg["size"]
+    x = np.random.default_rng(0).standard_normal(
+        (1, 3, teacher.window, int(height), int(width))).astype(np.float32)
+    name = sess.get_inputs()[0].name
+    per_call = teacher.window if teacher.output_cfg["per_frame"] else 1
+    info = {"kind": "teacher", "model": teacher.model_path.name, "input": list(x.shape),
+            "frames_per_call": per_call}
+    return (lambda: sess.run(None, {name: x})), per_call, info
+
+
+def _student_runner(name: str, workdir: Path):
+    import onnxruntime as ort
+
+    from skd_saliency_ros.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from skd_saliency_ros.models import count_parameters
+    from skd_saliency_ros.onnx_export import export_onnx
+
+    path = DEFAULT_MODEL if name == "default" else Path(name)
+    model, payload = load_checkpoint(path)
+    r = int(payload["resolution"])
+    onnx = workdir / f"{path.stem}.onnx"
+    export_onnx(model, onnx, r)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, model.in_channels, r, r), dtype=np.float32)
+    in_name = sess.get_inputs()[0].name
+    info = {"kind": "student", "model": str(path), "arch": payload["arch"].get("name"),
+            "resolution": r, "params": count_parameters(model)}
+    return (lambda: sess.run(None, {in_name: x})), 1, info
+
+
+def time_round_robin(fns: Dict[str, Callable], repeats: int, min_time: float
+                     ) -> Dict[str, List[float]]:
+    """Seconds per call of each function, ``repeats`` times, interleaved."""
+    for fn in fns.values():
+        for _ in range(2):
+            fn()
+    out: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            calls, start = 0, time.perf_counter()
+            while True:
+                fn()
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_time:
+                    break
+            out[key].append(elapsed / calls)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time teachers and students; print a table; write JSON."""
+    from .bench_backends import BenchError
+
+    if args.repeats < 1 or args.min_time <= 0:
+        raise BenchError("--repeats must be >= 1 and --min-time > 0")
+    runners, per_frame, infos = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in filter(None, (s.strip() for s in args.teachers.split(","))):
+            runners[spec], per_frame[spec], infos[spec] = _teacher_runner(spec)
+        for name in filter(None, (s.strip() for s in args.models.split(","))):
+            runners[name], per_frame[name], infos[name] = _student_runner(name, Path(tmp))
+        times = time_round_robin(runners, args.repeats, args.min_time)
+    rows = {}
+    for key, samples in times.items():
+        call = statistics.median(samples)
+        rows[key] = {**infos[key], "ms_per_call": call * 1e3,
+                     "ms_per_frame": call * 1e3 / per_frame[key],
+                     "fps": per_frame[key] / call, "repeats_ms": [s * 1e3 for s in samples]}
+    students = [k for k in rows if rows[k]["kind"] == "student"]
+    for key, row in rows.items():
+        row["student_speedup"] = {s: row["ms_per_frame"] / rows[s]["ms_per_frame"]
+                                  for s in students} if row["kind"] == "teacher" else {}
+    print(f"{'model':12s} {'ms/call':>9s} {'ms/frame':>9s} {'FPS':>9s}  speed-up of "
+          + ", ".join(students))
+    for key, row in rows.items():
+        speed = ", ".join(f"{v:.0f}x" for v in row["student_speedup"].values())
+        print(f"{key:12s} {row['ms_per_call']:9.2f} {row['ms_per_frame']:9.3f} "
+              f"{row['fps']:9.1f}  {speed}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "rows": rows, "threads": 1, "batch": 1, "backend": "onnxruntime CPU",
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "python": platform.python_version()},
+            "command": "python -m training bench-teacher " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                if k in ("teachers", "models", "repeats", "min_time"))}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
