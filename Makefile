@@ -37,7 +37,7 @@ demo: venv
 	$(VPY) -m skd_saliency_ros.demo
 
 test: venv venv-pysaliency
-	ROS_DOMAIN_ID=$$(( RANDOM % 100 + 100 )) $(VPY) -m pytest test
+	ROS_DOMAIN_ID=$$(( RANDOM % 101 + 1 )) $(VPY) -m pytest test
 
 clean:
 	rm -rf demo_out build install log .pytest_cache

@@ -45,7 +45,7 @@ def config_file(name: str) -> Path:
 def demo_environment() -> dict:
     """Environment for all three processes: isolated domain, localhost, shared memory."""
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(random.randint(150, 230))
+    env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))  # the ROS docs' safe range: 0-101
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

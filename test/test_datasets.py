@@ -11,7 +11,8 @@ from skd_saliency_ros.metrics import METRIC_KEYS
 
 from training import teach
 from training.datasets import (DatasetError, PairDataset, PreparedSource, VideoSource,
-                               default_sources, prepare_source, storage_size)
+                               prepare_source, storage_size)
+from training.manifest import default_sources
 from training.teachers import MotionHomographyTeacher, OpenCVStaticTeacher
 
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from skd_saliency_ros.engine import resize_area
 
-from .paths import default_cache_dir, default_data_dir
+from .paths import default_cache_dir
 from .teachers import Teacher
 
 VIDEO_EXT = (".mp4", ".avi", ".mkv", ".mov")
@@ -185,23 +185,6 @@ class VideoSource:
                         digest.update(block)
             self._hash = digest.hexdigest()
         return self._hash
-
-
-def default_sources(data_dir: Union[str, Path, None] = None) -> Dict[str, List[VideoSource]]:
-    """Return the bundle's split (``config/datasets/bundle.yaml``).
-
-    train = car10 (gaze) + every unlabeled clip, val = group2.
-    """
-    from .manifest import load_manifest
-
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
-    gaze_dir, unlabeled = root / "uav_gaze", root / "uav_unlabeled"
-    for need in (gaze_dir / "car10.mp4", gaze_dir / "group2.mp4", unlabeled):
-        if not need.exists():
-            raise DatasetError(f"{need}: missing from the data bundle at {root} "
-                               "(set SKD_DATA_DIR or --data-dir)")
-    manifest = load_manifest(None, root)
-    return {"train": manifest.train, "val": manifest.val}
 
 
 # ------------------------------------------------------------------------------ cache

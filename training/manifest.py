@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
+from .datasets import DatasetError, VideoSource
 from .paths import REPO_ROOT, default_data_dir
 
 BUNDLE_MANIFEST = REPO_ROOT / "config" / "datasets" / "bundle.yaml"
@@ -41,7 +42,7 @@ TOP_KEYS = ("name", "train", "val")
 ENTRY_KEYS = ("name", "video", "frames", "glob", "gaze", "fps", "weight")
 
 
-class ManifestError(ValueError):
+class ManifestError(DatasetError):
     """A manifest that cannot be used; the message names the file and the entry."""
 
 
@@ -141,8 +142,6 @@ def load_manifest(path: Union[str, Path, None] = None,
     unique names.  Then each source is opened (``VideoSource``), which probes the video and
     checks its gaze file against it; a failure there names the manifest and the entry too.
     """
-    from .datasets import DatasetError, VideoSource
-
     manifest = Path(path) if path is not None else BUNDLE_MANIFEST
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     raw = _read(manifest)
@@ -183,6 +182,21 @@ def load_manifest(path: Union[str, Path, None] = None,
     return Manifest(path=manifest, name=str(raw.get("name") or manifest.stem),
                     train=sources["train"], val=sources["val"], weights=weights,
                     content_hash=digest, entries={k: raw[k] for k in ("train", "val")})
+
+
+def default_sources(data_dir: Union[str, Path, None] = None) -> Dict[str, List[Any]]:
+    """Return the bundle's split (``config/datasets/bundle.yaml``).
+
+    train = car10 (gaze) + every unlabeled clip, val = group2.
+    """
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    gaze_dir, unlabeled = root / "uav_gaze", root / "uav_unlabeled"
+    for need in (gaze_dir / "car10.mp4", gaze_dir / "group2.mp4", unlabeled):
+        if not need.exists():
+            raise DatasetError(f"{need}: missing from the data bundle at {root} "
+                               "(set SKD_DATA_DIR or --data-dir)")
+    manifest = load_manifest(None, root)
+    return {"train": manifest.train, "val": manifest.val}
 
 
 def _file_sha1(path: Path) -> str:
