@@ -9,7 +9,8 @@ PACKAGE = "skd_saliency_ros"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=[PACKAGE],
+    # core (no ROS) <- ros (the nodes) <- bags (saliency_replay); demo: make demo's processes
+    packages=[PACKAGE, f"{PACKAGE}.core", f"{PACKAGE}.ros", f"{PACKAGE}.bags", f"{PACKAGE}.demo"],
     # The trained default model travels with the code (a few hundred kB).
     package_data={PACKAGE: ["weights/*.pt"]},
     data_files=[
@@ -28,9 +29,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "saliency_node = skd_saliency_ros.node:main",
-            "saliency_replay = skd_saliency_ros.replay:main",
-            "attention_to_setpoint = skd_saliency_ros.attention_node:main",
+            "saliency_node = skd_saliency_ros.ros.node:main",
+            "saliency_replay = skd_saliency_ros.bags.replay:main",
+            "attention_to_setpoint = skd_saliency_ros.ros.attention_node:main",
         ],
     },
 )

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
-from skd_saliency_ros.processes import LoggedProcess
+from skd_saliency_ros.core.processes import LoggedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -150,7 +150,7 @@ def _roles(*args: str) -> List[str]:
 
 def node_command(model: str, extra: Sequence[str]) -> List[str]:
     """Command line of the saliency node as a user starts it, bench camera remapped in."""
-    cmd = [sys.executable, "-m", "skd_saliency_ros.node", "--ros-args",
+    cmd = [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args",
            "--params-file", str(PARAMS_FILE), "-r", f"image:={IMAGE_TOPIC}"]
     if model:
         cmd += ["-p", f"model_path:={model}"]
@@ -237,7 +237,7 @@ def _median(values: List[Optional[float]]) -> Optional[float]:
 
 def check_model(model: str) -> None:
     """Refuse early when the node would not find its model."""
-    from skd_saliency_ros.checkpoint import DEFAULT_MODEL
+    from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
 
     path = Path(model) if model else DEFAULT_MODEL
     if not path.is_file():
@@ -247,8 +247,8 @@ def check_model(model: str) -> None:
 
 
 def command_line() -> str:
-    """How this run was started (see training.bench.command_line)."""
-    from training.bench import command_line as bench_command_line
+    """How this run was started (see training.bench_report.command_line)."""
+    from training.bench_report import command_line as bench_command_line
 
     return bench_command_line()
 

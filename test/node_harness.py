@@ -1,6 +1,6 @@
 """Test harness for the saliency node: a real node process and a real rclpy client.
 
-The node runs as its own process (``python -m skd_saliency_ros.node --ros-args --params-file
+The node runs as its own process (``python -m skd_saliency_ros.ros.node --ros-args --params-file
 config/saliency.yaml``), exactly as a user starts it; the test side is an rclpy node in its
 own context on the same ROS domain that publishes real video frames and records every output.
 """
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
-from skd_saliency_ros.processes import LoggedProcess
+from skd_saliency_ros.core.processes import LoggedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -77,7 +77,7 @@ class NodeProcess(LoggedProcess):
 
     def __init__(self, env: Dict[str, str], params: Sequence[str] = (),
                  remaps: Sequence[str] = (), params_file: Path = PARAMS_FILE):
-        cmd = [sys.executable, "-m", "skd_saliency_ros.node", "--ros-args",
+        cmd = [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args",
                "--params-file", str(params_file)]
         for p in params:
             cmd += ["-p", p]
@@ -223,8 +223,8 @@ def stamp_of(msg) -> tuple:
 
 def default_output_size(height: int, width: int):
     """(H, W) of ~/saliency for an input of that size at the default output_scale."""
-    from skd_saliency_ros.outputs import saliency_size
-    from skd_saliency_ros.params import SPECS
+    from skd_saliency_ros.ros.outputs import saliency_size
+    from skd_saliency_ros.ros.params import SPECS
 
     width, height = saliency_size(width, height, SPECS["output_scale"].default)
     return height, width
@@ -261,7 +261,7 @@ def model_params() -> List[str]:
     """
     import pytest
 
-    from skd_saliency_ros.checkpoint import DEFAULT_MODEL
+    from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
 
     if not DEFAULT_MODEL.is_file():
         pytest.fail(f"default model {DEFAULT_MODEL} is missing; train it first "

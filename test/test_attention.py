@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from skd_saliency_ros.processes import stop_process
-from skd_saliency_ros.attention import (AttentionError, Limits, Mounting, attention_command,
-                                        bearing_to_body, direction_to_angles,
-                                        quaternion_flu_to_frd, quaternion_from_rpy,
-                                        rotation_rpy, to_px4_frd)
+from skd_saliency_ros.core.processes import stop_process
+from skd_saliency_ros.core.attention import (AttentionError, Limits, Mounting, attention_command,
+                                             bearing_to_body, direction_to_angles,
+                                             quaternion_flu_to_frd, quaternion_from_rpy,
+                                             rotation_rpy, to_px4_frd)
 
 DEG = math.pi / 180.0
 FORWARD = (0.0, 0.0, 1.0)      # optical frame: z forward
@@ -149,7 +149,7 @@ def _start_node(ros_env, *ros_args):
     import sys
     from pathlib import Path
     return subprocess.Popen(
-        [sys.executable, "-m", "skd_saliency_ros.attention_node", "--ros-args",
+        [sys.executable, "-m", "skd_saliency_ros.ros.attention_node", "--ros-args",
          "-r", "bearings:=/saliency_node/bearings", *ros_args],
         env=ros_env, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)

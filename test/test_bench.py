@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from skd_saliency_ros.checkpoint import save_checkpoint
-from skd_saliency_ros.models import ARCHITECTURES, KINDS, build_model, fold_batchnorm
+from skd_saliency_ros.core.checkpoint import save_checkpoint
+from skd_saliency_ros.core.models import ARCHITECTURES, KINDS, build_model, fold_batchnorm
 from training.__main__ import main as training_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from skd_saliency_ros.engine import resize_area
-from skd_saliency_ros.metrics import METRIC_KEYS
+from skd_saliency_ros.core.engine import resize_area
+from skd_saliency_ros.core.metrics import METRIC_KEYS
 
 from training import teach
 from training.datasets import (DatasetError, PairDataset, PreparedSource, VideoSource,

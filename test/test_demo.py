@@ -43,7 +43,7 @@ def test_demo_records_overlay_and_peaks(tmp_path, ros_env):
 
 def test_demo_refuses_without_trained_model(tmp_path, monkeypatch, capsys):
     """No default checkpoint: exit code 2 and a message, nothing started."""
-    from skd_saliency_ros import demo
+    from skd_saliency_ros.demo import demo
 
     monkeypatch.setattr(demo, "DEFAULT_MODEL", tmp_path / "skd_default_r64.pt")
     assert demo.run(demo.DEFAULT_VIDEO, tmp_path / "out") == 2

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from skd_saliency_ros.checkpoint import (CheckpointError, DEFAULT_MODEL, load_checkpoint,
-                                         save_checkpoint)
-from skd_saliency_ros.engine import (SaliencyEngine, fuse_for_inference, normalise_maps,
-                                     resize_area, upsample)
-from skd_saliency_ros.models import build_model
-from skd_saliency_ros.onnx_export import export_checkpoint
-from skd_saliency_ros.peaks import find_peaks
+from skd_saliency_ros.core.checkpoint import (CheckpointError, DEFAULT_MODEL, load_checkpoint,
+                                              save_checkpoint)
+from skd_saliency_ros.core.engine import (SaliencyEngine, fuse_for_inference, normalise_maps,
+                                          resize_area, upsample)
+from skd_saliency_ros.core.models import build_model
+from skd_saliency_ros.core.onnx_export import export_checkpoint
+from skd_saliency_ros.core.peaks import find_peaks
 
 
 def read_frames(path, count):
@@ -386,7 +386,7 @@ class _Foreign:
 
 def test_checkpoint_with_python_objects_is_refused_plainly(tmp_path, recwarn):
     """A torch.save file holding arbitrary objects: refused, without torch's unsafe hint."""
-    from skd_saliency_ros.checkpoint import read_checkpoint
+    from skd_saliency_ros.core.checkpoint import read_checkpoint
 
     path = tmp_path / "foreign.pt"
     torch.save({"kind": "fused", "state_dict": {}, "obj": _Foreign()}, path)

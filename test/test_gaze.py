@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from skd_saliency_ros.gaze import GazeError, load_gaze
+from skd_saliency_ros.core.gaze import GazeError, load_gaze
 
 
 @pytest.fixture(scope="module")

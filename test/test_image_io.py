@@ -8,9 +8,9 @@ import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from skd_saliency_ros.image_io import (ImageEncodingError, RGB_ENCODINGS, SUPPORTED_ENCODINGS,
-                                       bytes_per_pixel, image_to_numpy, image_to_rgb8,
-                                       numpy_to_image)
+from skd_saliency_ros.ros.image_io import (ImageEncodingError, RGB_ENCODINGS, SUPPORTED_ENCODINGS,
+                                           bytes_per_pixel, image_to_numpy, image_to_rgb8,
+                                           numpy_to_image)
 
 
 @pytest.fixture(scope="module")

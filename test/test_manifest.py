@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from skd_saliency_ros.gaze import load_gaze
+from skd_saliency_ros.core.gaze import load_gaze
 from training.__main__ import main
 from training.manifest import ManifestError, load_manifest
 

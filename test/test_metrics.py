@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from skd_saliency_ros import metrics as M
-from skd_saliency_ros.gaze import load_gaze
+from skd_saliency_ros.core import metrics as M
+from skd_saliency_ros.core.gaze import load_gaze
 
 PYSAL_PYTHON = REPO_ROOT / ".venv-pysaliency" / "bin" / "python"
 REFERENCE = REPO_ROOT / "tools" / "pysaliency_reference.py"

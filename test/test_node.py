@@ -23,7 +23,7 @@ PERIOD_S = 0.1  # 10 Hz, the frame rate of the UAV123@10fps clips
 
 def _engine():
     """Build a local engine on the node's (default) model, to check its maps and pairing."""
-    from skd_saliency_ros.engine import SaliencyEngine
+    from skd_saliency_ros.core.engine import SaliencyEngine
 
     return SaliencyEngine(device="cpu", max_gap_s=0.5)
 
@@ -82,7 +82,7 @@ def test_stream_outputs_one_per_frame(ros_env, person11):
             assert sal.max() > 0.9 and sal.std() > 0.01, "map is (nearly) constant"
             # Same numbers as the engine run locally on the same frames and stamps.
             expected = engine.step(person11[k][:, :, ::-1].copy(), 1000.0 + PERIOD_S * k)
-            from skd_saliency_ros.engine import upsample
+            from skd_saliency_ros.core.engine import upsample
             np.testing.assert_allclose(sal, upsample(expected.saliency, (out_h, out_w)),
                                        atol=2e-3)
 
@@ -154,7 +154,7 @@ def test_reset_rules(ros_env, shared_data, person11):
             assert (expected.reset_reason or "").startswith(reason or "") and \
                 (expected.reset_reason is None) == (reason is None)
             sal = image_to_array(client.by_stamp("saliency")[stamp_of(msg)][0])
-            from skd_saliency_ros.engine import upsample
+            from skd_saliency_ros.core.engine import upsample
             np.testing.assert_allclose(sal, upsample(expected.saliency, sal.shape), atol=2e-3,
                                        err_msg=f"frame at {stamp} s paired differently")
             if reason:
@@ -202,7 +202,7 @@ def _check_declared(params):
     """Check that the running node declares exactly the YAML's parameters, described."""
     import yaml
 
-    from skd_saliency_ros.params import SPECS
+    from skd_saliency_ros.ros.params import SPECS
 
     names = set(_wait(params.list_parameters(), "list_parameters").result.names)
     doc = yaml.safe_load((REPO_ROOT / "config" / "saliency.yaml").read_text())

@@ -7,10 +7,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from skd_saliency_ros.checkpoint import DEFAULT_MODEL, load_checkpoint
-from skd_saliency_ros.models import build_model
-from skd_saliency_ros.onnx_export import (INPUT_NAME, MIN_OPSET, OnnxExportError,
-                                          export_checkpoint, export_onnx)
+from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
+from skd_saliency_ros.core.models import build_model
+from skd_saliency_ros.core.onnx_export import (INPUT_NAME, MIN_OPSET, OnnxExportError,
+                                               export_checkpoint, export_onnx)
 
 
 def real_batch(shared_data, resolution, count=4):
@@ -126,7 +126,7 @@ def test_refuses_to_overwrite_and_bad_arguments(model, tmp_path):
 
 def test_export_checkpoint_carries_its_metadata(model, tmp_path):
     """export_checkpoint exports at the checkpoint's R with its metadata."""
-    from skd_saliency_ros.checkpoint import save_checkpoint
+    from skd_saliency_ros.core.checkpoint import save_checkpoint
 
     net, r = model
     ckpt = save_checkpoint(tmp_path / "m.pt", net, r, meta={"val_nss": 1.23})

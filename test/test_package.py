@@ -23,8 +23,9 @@ import pytest
 import yaml
 from lxml import etree
 
-from skd_saliency_ros import __version__, params
-from skd_saliency_ros.node import NODE_NAME
+from skd_saliency_ros import __version__
+from skd_saliency_ros.ros import params
+from skd_saliency_ros.ros.node import NODE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "skd_saliency_ros"
@@ -94,6 +95,9 @@ def test_package_metadata_agrees():
     data_files = dict((dest, src) for dest, src in setup["data_files"])
     assert data_files["share/ament_index/resource_index/packages"] == [f"resource/{PACKAGE}"]
     assert data_files[f"share/{PACKAGE}"] == ["package.xml"]
+    # every layer is installed (colcon build puts only the listed packages in install/)
+    layers = sorted(p.parent.name for p in (REPO / PACKAGE).glob("*/__init__.py"))
+    assert sorted(setup["packages"]) == sorted([PACKAGE] + [f"{PACKAGE}.{n}" for n in layers])
     assert data_files[f"share/{PACKAGE}/launch"] == ("glob", "launch/*.py")
     assert data_files[f"share/{PACKAGE}/config"] == ("glob", "config/*.*")
     assert data_files[f"share/{PACKAGE}/config/teachers"] == ("glob", "config/teachers/*.yaml")
@@ -102,7 +106,7 @@ def test_package_metadata_agrees():
     assert f"script_dir=$base/lib/{PACKAGE}" in cfg
     assert f"install_scripts=$base/lib/{PACKAGE}" in cfg
     scripts = dict(s.split(" = ") for s in setup["entry_points"]["console_scripts"])
-    assert scripts["saliency_node"] == "skd_saliency_ros.node:main"
+    assert scripts["saliency_node"] == "skd_saliency_ros.ros.node:main"
     assert {"saliency_replay", "attention_to_setpoint"} <= set(scripts)
 
 
@@ -136,7 +140,7 @@ def test_launch_file_matches_package():
     assert consts.get(getattr(package, "id", None), getattr(package, "value", None)) == PACKAGE
     executable = ast.literal_eval(_kw(node, "executable"))
     scripts = dict(s.split(" = ") for s in _setup_call()["entry_points"]["console_scripts"])
-    assert executable in scripts and scripts[executable].startswith("skd_saliency_ros.node:")
+    assert executable in scripts and scripts[executable].startswith("skd_saliency_ros.ros.node:")
     assert ast.literal_eval(_kw(node, "name")) == NODE_NAME
 
     # Launch arguments: declared once each, and every LaunchConfiguration is declared.

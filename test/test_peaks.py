@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from skd_saliency_ros.peaks import find_peaks, pixel_to_bearing, pixels_to_bearings
+from skd_saliency_ros.core.peaks import find_peaks, pixel_to_bearing, pixels_to_bearings
 
 R = 64
 W, H = 1280, 720

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skd_saliency_ros.bag_io import OutputBag, stamp_ns
-from skd_saliency_ros.checkpoint import DEFAULT_MODEL, save_checkpoint
-from skd_saliency_ros.processes import stop_process
-from skd_saliency_ros.replay import main
+from skd_saliency_ros.bags.bag_io import OutputBag, stamp_ns
+from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, save_checkpoint
+from skd_saliency_ros.core.processes import stop_process
+from skd_saliency_ros.bags.replay import main
 
 REPO = Path(__file__).resolve().parents[1]
 N_FRAMES = 30        # frames of car10 in the test bags (3 s at 10 fps)
@@ -34,7 +34,7 @@ def model_path(tmp_path_factory):
         return DEFAULT_MODEL
     import torch
 
-    from skd_saliency_ros.models import build_model
+    from skd_saliency_ros.core.models import build_model
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "fused_r64.pt"
     return save_checkpoint(path, build_model("fused", "skd-paper-prior"), 64)
@@ -91,15 +91,15 @@ def tree_state(path):
 
 def run_cli(args, env=None, timeout=600):
     """Run saliency_replay as a separate process (what users run)."""
-    return subprocess.run([sys.executable, "-m", "skd_saliency_ros.replay", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "skd_saliency_ros.bags.replay", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
 
 
 # --------------------------------------------------------------------------- make-bag
 def test_make_bag_writes_frames_camera_info_and_gaze(bag, car10):
     """One Image per frame at 10 fps stamps, CameraInfo beside it, gaze with the same stamps."""
-    from skd_saliency_ros.gaze import load_gaze
-    from skd_saliency_ros.image_io import image_to_rgb8
+    from skd_saliency_ros.core.gaze import load_gaze
+    from skd_saliency_ros.ros.image_io import image_to_rgb8
     content = read_bag(bag)
     storage = "mcap" if bag.name.endswith("mcap") else "sqlite3"
     assert (bag / f"{bag.name}.{'mcap' if storage == 'mcap' else 'db3'}").is_file()
@@ -163,7 +163,7 @@ def test_offline_output_bag_counts_stamps_and_types(offline, bag):
         assert all(m.header.frame_id == "camera_optical_frame" for _, m in msgs), topic
     a, b = src["/camera/image_raw"][1][5][1], dst["/camera/image_raw"][1][5][1]
     assert np.array_equal(a.data, b.data)
-    from skd_saliency_ros.image_io import image_to_numpy
+    from skd_saliency_ros.ros.image_io import image_to_numpy
     for _, sal in dst[f"{NS}/saliency"][1][:3]:
         # the node's default output_scale (0.25): 1280x720 -> 320x180
         assert sal.encoding == "32FC1" and (sal.width, sal.height) == (320, 180)
@@ -230,8 +230,8 @@ def test_compressed_bag_and_several_sequences(bag, offline, model_path, car10, t
     data = json.loads(report.read_text())
     first, second = data["sequences"][bag.name], data["sequences"]["car10_png"]
     assert second["camera_info"] == "/camera/camera_info" and second["frames"] == 5
-    from skd_saliency_ros.bag_io import COMPRESSED_TYPE, decode_rgb
-    from skd_saliency_ros.image_io import image_to_numpy, image_to_rgb8
+    from skd_saliency_ros.bags.bag_io import COMPRESSED_TYPE, decode_rgb
+    from skd_saliency_ros.ros.image_io import image_to_numpy, image_to_rgb8
     pixels = zip(read_bag(bag)["/camera/image_raw"][1], read_bag(png)[
         "/camera/image_raw/compressed"][1])
     assert all(np.array_equal(image_to_rgb8(a), decode_rgb(b, COMPRESSED_TYPE))
@@ -250,7 +250,7 @@ def test_compressed_bag_and_several_sequences(bag, offline, model_path, car10, t
 
 def test_stamp_matching_with_dropped_frames(bag, model_path, car10, tmp_path, capsys):
     """A bag missing frames 3 and 4: --match stamp scores the right gaze frames, index refuses."""
-    from skd_saliency_ros.bag_io import InputBag
+    from skd_saliency_ros.bags.bag_io import InputBag
     holes = tmp_path / "holes"
     with InputBag(bag) as src, OutputBag(holes) as dst:
         for m in src.messages():
@@ -274,7 +274,7 @@ def node_process(ros_env, model_path, tmp_path):
     env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_shm.xml")
     log = open(tmp_path / "node.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "skd_saliency_ros.node", "--ros-args", "--params-file",
+        [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args", "--params-file",
          str(REPO / "config" / "saliency.yaml"), "-r", "image:=/camera/image_raw",
          "-r", "camera_info:=/camera/camera_info", "-p", "use_sim_time:=true",
          "-p", f"model_path:={model_path}", "-p", "threads:=1"],
@@ -440,7 +440,7 @@ def test_params_file_sets_what_the_node_would_publish(bag, model_path, tmp_path,
 def test_interrupted_replay_leaves_no_bag(bag, model_path, tmp_path):
     """SIGTERM in the middle of writing: exit 130, nothing under the final name, no temp."""
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "skd_saliency_ros.replay", str(bag),
+    proc = subprocess.Popen([sys.executable, "-m", "skd_saliency_ros.bags.replay", str(bag),
                              "--out", str(out), "--model", str(model_path), "--batch", "1",
                              "--no-progress"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

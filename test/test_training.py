@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from skd_saliency_ros.checkpoint import read_checkpoint
+from skd_saliency_ros.core.checkpoint import read_checkpoint
 from training.__main__ import main
 from training.losses import distillation_loss, normalised_l2
 

@@ -1,4 +1,4 @@
-"""Measure the baseline floors of ../shared/PAPER.md with skd_saliency_ros.metrics.
+"""Measure the baseline floors of ../shared/PAPER.md with skd_saliency_ros.core.metrics.
 
 Baselines: ``center`` (the AVS1K mean prior, the same map for every frame) and ``spectral``
 (OpenCV contrib's spectral-residual static saliency of each full-size frame).  Prints a
@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from skd_saliency_ros.gaze import load_gaze
-from skd_saliency_ros.metrics import EvalProtocol, METRIC_KEYS, score_sequence
+from skd_saliency_ros.core.gaze import load_gaze
+from skd_saliency_ros.core.metrics import EvalProtocol, METRIC_KEYS, score_sequence
 
 DEFAULT_DATA = Path(os.environ.get("SKD_DATA_DIR",
                                    Path(__file__).resolve().parents[1].parent / "shared" / "data"))

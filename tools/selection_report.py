@@ -25,7 +25,7 @@ RUN = re.compile(r"^(?P<id>[A-Z])_s(?P<seed>\d+)\.pt$")
 
 def collect(folder: Path) -> Dict[str, List[dict]]:
     """Candidate id -> one dict per finished seed (meta + history)."""
-    from skd_saliency_ros.checkpoint import read_checkpoint
+    from skd_saliency_ros.core.checkpoint import read_checkpoint
 
     runs: Dict[str, List[dict]] = {}
     for path in sorted(folder.glob("*_s*.pt")):

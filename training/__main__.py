@@ -14,7 +14,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from skd_saliency_ros.cli_errors import is_user_error
+from skd_saliency_ros.core.cli_errors import is_user_error
 
 STEPS = {
     "teach": ("training.teach", "compute and cache teacher maps for the data bundle"),

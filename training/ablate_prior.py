@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import torch
 
-from skd_saliency_ros.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def main(argv: Optional[List[str]] = None) -> int:

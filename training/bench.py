@@ -24,20 +24,19 @@ import json
 import math
 import os
 import platform
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import torch
 
-from skd_saliency_ros.checkpoint import code_version
+from skd_saliency_ros.core.checkpoint import code_version
 from training.bench_backends import (BACKEND_NOTES, BenchError, BenchModel, CellRunner,
                                      all_threads, check_backends, load_bench_model,
                                      model_stats)
 from training import bench_report
+from training.bench_report import command_line
 
 DEFAULT_MODELS = "skd-paper-prior,skd-fast,default"
 SECTION = "bench:models"
@@ -85,17 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--node", action="store_true",
                        help="run the ROS node overhead benchmark instead of the model bench")
     node_bench.add_node_arguments(group)
-
-
-def command_line() -> str:
-    """How this run was started, for the record (the CLI's own argv when run from it)."""
-    argv = sys.argv
-    if len(argv) > 1 and argv[1] == "bench":
-        return "python -m training " + " ".join(shlex.quote(a) for a in argv[1:])
-    for module in ("node_bench", "node_ladder"):
-        if argv and argv[0].endswith(f"{module}.py"):
-            return f"python -m bench.{module} " + " ".join(shlex.quote(a) for a in argv[1:])
-    return "python -m training bench (called in-process: " + " ".join(argv[:1]) + ")"
 
 
 def _ints(text: str, what: str) -> List[int]:

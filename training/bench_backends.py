@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from skd_saliency_ros.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
-from skd_saliency_ros.models import (ARCHITECTURES, build_model, count_parameters,
-                                     fold_batchnorm)
+from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
+from skd_saliency_ros.core.models import (ARCHITECTURES, build_model, count_parameters,
+                                          fold_batchnorm)
 
 #: CPU backends, then the GPU one.  "torch" is what SaliencyEngine(backend="torch") runs.
 CPU_BACKENDS = ("torch", "torch-jit", "onnxruntime")
@@ -30,7 +30,7 @@ BACKENDS = CPU_BACKENDS + GPU_BACKENDS
 BACKEND_NOTES = {
     "torch": "torch eager, float32, contiguous (as SaliencyEngine runs it)",
     "torch-jit": "BN folded into the convs, torch.jit.trace + freeze, float32",
-    "onnxruntime": "ONNX export (skd_saliency_ros.onnx_export), CPUExecutionProvider, "
+    "onnxruntime": "ONNX export (skd_saliency_ros.core.onnx_export), CPUExecutionProvider, "
                    "ORT_ENABLE_ALL",
     "cuda-fp16": "CUDA, BN folded, float16, channels_last, replayed as a CUDA graph",
 }
@@ -206,7 +206,7 @@ class CellRunner:
         """Export the model once per resolution with the runtime engineer's exporter."""
         key = (bench_model.label, resolution)
         if key not in self._onnx:
-            from skd_saliency_ros.onnx_export import export_onnx
+            from skd_saliency_ros.core.onnx_export import export_onnx
 
             path = self.workdir / f"{bench_model.label}_r{resolution}.onnx"
             try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -171,3 +173,14 @@ def replace_section(doc: Path, name: str, body: str) -> Path:
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
     return doc
+
+
+def command_line() -> str:
+    """How this run was started, for the record (the CLI's own argv when run from it)."""
+    argv = sys.argv
+    if len(argv) > 1 and argv[1] == "bench":
+        return "python -m training " + " ".join(shlex.quote(a) for a in argv[1:])
+    for module in ("node_bench", "node_ladder"):
+        if argv and argv[0].endswith(f"{module}.py"):
+            return f"python -m bench.{module} " + " ".join(shlex.quote(a) for a in argv[1:])
+    return "python -m training bench (called in-process: " + " ".join(argv[:1]) + ")"

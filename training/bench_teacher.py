@@ -60,9 +60,9 @@ def _teacher_runner(spec: str):
 def _student_runner(name: str, workdir: Path):
     import onnxruntime as ort
 
-    from skd_saliency_ros.checkpoint import DEFAULT_MODEL, load_checkpoint
-    from skd_saliency_ros.models import count_parameters
-    from skd_saliency_ros.onnx_export import export_onnx
+    from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from skd_saliency_ros.core.models import count_parameters
+    from skd_saliency_ros.core.onnx_export import export_onnx
 
     path = DEFAULT_MODEL if name == "default" else Path(name)
     model, payload = load_checkpoint(path)

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from skd_saliency_ros.checkpoint import CheckpointError, read_checkpoint
-from skd_saliency_ros.models import build_model, count_parameters
+from skd_saliency_ros.core.checkpoint import CheckpointError, read_checkpoint
+from skd_saliency_ros.core.models import build_model, count_parameters
 
 from .evaluate import TABLE_COLUMNS, markdown_table
 
@@ -70,7 +70,7 @@ def card_markdown(card: Dict[str, Any]) -> str:
     lines.append(markdown_table(ev["models"], f"{', '.join(sources)}: "
                                 f"{_n(ev)} frames with fixations").rstrip())
     lines += ["", f"Metrics: {', '.join(c for _, c in TABLE_COLUMNS)} as in "
-              "skd_saliency_ros.metrics (MIT conventions); see docs/RESULTS.md."]
+              "skd_saliency_ros.core.metrics (MIT conventions); see docs/RESULTS.md."]
     return "\n".join(lines) + "\n"
 
 

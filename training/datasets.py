@@ -7,7 +7,7 @@ Cache layout (``cache_dir``, default ``training.paths.default_cache_dir()``)::
 
     <cache_dir>/<name>-<sha1 of the video bytes, 12 hex>/
         frames_area2_r<R>.npy            uint8 (N, R, R, 3) RGB frames resized to R x R with
-                                         skd_saliency_ros.engine.resize_area
+                                         skd_saliency_ros.core.engine.resize_area
         teacher-<name>-<config sha1, 10 hex>.npy   uint8 (N, h, w) teacher maps * 255
         teacher-<name>-<config sha1, 10 hex>.json  the teacher's config, storage size, N
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from skd_saliency_ros.engine import resize_area
+from skd_saliency_ros.core.engine import resize_area
 
 from .paths import default_cache_dir
 from .teachers import Teacher
@@ -129,7 +129,7 @@ class VideoSource:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def _load_gaze(self):
-        from skd_saliency_ros.gaze import GazeError, load_gaze
+        from skd_saliency_ros.core.gaze import GazeError, load_gaze
 
         try:
             gaze = load_gaze(self.gaze_path, self.n_frames)
@@ -389,7 +389,7 @@ def maps_to_resolution(maps_u8: np.ndarray, resolution: int) -> np.ndarray:
 
 def human_maps(gaze, n: int, resolution: int):
     """Density maps (N, R, R) float32 max 1, has_gaze (N,), fixations at R, for frames < n."""
-    from skd_saliency_ros.metrics import density_map
+    from skd_saliency_ros.core.metrics import density_map
 
     w, h = gaze.width, gaze.height
     work = (max(1, int(round(h * HUMAN_SCALE))), max(1, int(round(w * HUMAN_SCALE))))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from skd_saliency_ros.models import build_model
+from skd_saliency_ros.core.models import build_model
 
 from .trainer import add_common_arguments, load_data, train
 

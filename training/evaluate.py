@@ -7,7 +7,7 @@ manifest, each reported, with the mean over them as the ``models`` entry.
 
 Models (comma-separated, any mix):
 
-* ``default``: the shipped checkpoint (``skd_saliency_ros.checkpoint.DEFAULT_MODEL``);
+* ``default``: the shipped checkpoint (``skd_saliency_ros.core.checkpoint.DEFAULT_MODEL``);
 * a checkpoint path (``*.pt``): any student or fused model, run at its own resolution;
 * ``center``: the AVS1K centre prior of the data bundle (``center-uav2``: the EyeTrackUAV2 one);
 * ``spatial-teacher`` / ``temporal-teacher``: the teachers named by ``--spatial-teacher`` /
@@ -131,8 +131,8 @@ class _Context:
 
 
 def _checkpoint_maps(ctx: _Context, path: Path) -> Tuple[Dict[str, Any], Iterator]:
-    from skd_saliency_ros.checkpoint import load_checkpoint
-    from skd_saliency_ros.models import count_parameters
+    from skd_saliency_ros.core.checkpoint import load_checkpoint
+    from skd_saliency_ros.core.models import count_parameters
 
     from .predict import predict_maps
 
@@ -166,7 +166,7 @@ def _teacher_maps_direct(ctx: _Context, teacher) -> Tuple[Dict[str, Any], Iterat
     Each map is shrunk to the eval size with area interpolation right away, which is what
     ``score_sequence`` would do with the full-size map, so the scores are the same.
     """
-    from skd_saliency_ros.metrics import EvalProtocol
+    from skd_saliency_ros.core.metrics import EvalProtocol
 
     eval_h, eval_w = EvalProtocol().eval_shape(ctx.gaze)
     n = ctx.source.n_frames if ctx.args.max_frames is None else \
@@ -196,7 +196,7 @@ def _prior_maps(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
 
 def resolve_model(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
     """Map a ``--models`` entry to (info, iterator of (frame_index, map))."""
-    from skd_saliency_ros.checkpoint import DEFAULT_MODEL
+    from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
 
     if name == "default":
         return _checkpoint_maps(ctx, DEFAULT_MODEL)
@@ -228,7 +228,7 @@ class PooledROC:
 
     def add(self, saliency: np.ndarray, points_xy: np.ndarray, video_size, eval_size) -> None:
         """Add one frame: its map (any size) and its fixations in video pixels."""
-        from skd_saliency_ros.metrics import prepare_saliency
+        from skd_saliency_ros.core.metrics import prepare_saliency
 
         (w, h), (ew, eh) = video_size, eval_size
         sal = prepare_saliency(saliency, (eh, ew))
@@ -249,7 +249,7 @@ class PooledROC:
 # --------------------------------------------------------------------------- scoring
 def score_model(ctx: _Context, name: str, protocol) -> Tuple[Dict[str, Any], PooledROC]:
     """Score one model; return its result dict and pooled ROC."""
-    from skd_saliency_ros.metrics import score_sequence
+    from skd_saliency_ros.core.metrics import score_sequence
 
     info, maps = resolve_model(ctx, name)
     gaze = ctx.gaze
@@ -356,7 +356,7 @@ def _sources(args: argparse.Namespace) -> List[Tuple[str, Path, Path]]:
 def _score_source(args: argparse.Namespace, video: Path, gaze_path: Path, names: List[str],
                   protocol, rocs: Dict[str, PooledROC]) -> Dict[str, Dict[str, Any]]:
     """Score every model on one video; pool each model's ROC into ``rocs``."""
-    from skd_saliency_ros.gaze import load_gaze
+    from skd_saliency_ros.core.gaze import load_gaze
 
     ctx = _Context(argparse.Namespace(**{**vars(args), "video": video, "gaze": gaze_path}),
                    load_gaze(gaze_path))
@@ -392,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
     """Score every model on every source; print the tables; write JSON / Markdown / ROC."""
     import torch
 
-    from skd_saliency_ros.metrics import EvalProtocol
+    from skd_saliency_ros.core.metrics import EvalProtocol
 
     torch.set_num_threads(max(1, args.threads))
     names = [n.strip() for n in args.models.split(",") if n.strip()]

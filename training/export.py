@@ -1,6 +1,6 @@
 """``python -m training export``: write a checkpoint as an ONNX file for the onnxruntime backend.
 
-The export itself is skd_saliency_ros.onnx_export (the runtime's code, so the node's own
+The export itself is skd_saliency_ros.core.onnx_export (the runtime's code, so the node's own
 on-the-fly export and this command produce the same graph); this step resolves the model,
 refuses to overwrite unless asked, and prints how far onnxruntime is from torch on a real
 frame pair of the data bundle (the exporter already refuses anything above 1e-4 on noise).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skd_saliency_ros.checkpoint import DEFAULT_MODEL, CheckpointError
+from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, CheckpointError
 
 
 class ExportError(RuntimeError):
@@ -73,8 +73,8 @@ def run(args) -> int:
     import onnxruntime as ort
     import torch
 
-    from skd_saliency_ros.checkpoint import load_checkpoint
-    from skd_saliency_ros.onnx_export import MIN_OPSET, OnnxExportError, export_checkpoint
+    from skd_saliency_ros.core.checkpoint import load_checkpoint
+    from skd_saliency_ros.core.onnx_export import MIN_OPSET, OnnxExportError, export_checkpoint
 
     source = _model_path(args.model)
     if args.out.exists() and not args.overwrite:

@@ -17,7 +17,7 @@ most ``--max-dispersion`` px (60 in the bundle); the fixation is the median x an
 Refused with one line naming the CSV and the row: missing columns, a value that is not a
 number, a frame index outside the video, a sample outside the frame (unless
 ``--drop-outside``: then they are dropped and counted, like off-screen gaze in the bundle).
-The output loads with ``skd_saliency_ros.gaze.load_gaze`` (tested) and is never written over
+The output loads with ``skd_saliency_ros.core.gaze.load_gaze`` (tested) and is never written over
 an existing file without ``--overwrite``.
 """
 
@@ -141,7 +141,7 @@ def fixations(xy: np.ndarray, frames: np.ndarray, observers: np.ndarray,
 
 def run(args: argparse.Namespace) -> int:
     """Convert, check by loading the result back, print one summary line."""
-    from skd_saliency_ros.gaze import load_gaze
+    from skd_saliency_ros.core.gaze import load_gaze
 
     from .datasets import VideoSource
 

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no tqdm progress bars")
     parser.add_argument("--score", action="store_true",
                         help="also score every teacher's cached maps against the gaze of the "
-                        "sources that have it (skd_saliency_ros.metrics, default protocol)")
+                        "sources that have it (skd_saliency_ros.core.metrics, default protocol)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +91,7 @@ def print_scores(sources, teachers, args: argparse.Namespace) -> None:
     A temporal teacher's frame 0 is the documented all-zero map and is scored as such.
     """
     import numpy as np
-    from skd_saliency_ros.metrics import METRIC_KEYS, score_sequence
+    from skd_saliency_ros.core.metrics import METRIC_KEYS, score_sequence
 
     from .datasets import cached_teacher_maps
 

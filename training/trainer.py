@@ -35,8 +35,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
-from skd_saliency_ros.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from skd_saliency_ros.models import ARCHITECTURES, count_parameters
+from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from skd_saliency_ros.core.models import ARCHITECTURES, count_parameters
 
 from .losses import distillation_loss
 from .predict import predict_maps
@@ -281,7 +281,7 @@ def validate(model: torch.nn.Module, data: TrainData, device: str, stride: int,
     The top-level keys are the mean over the sources (one source: its own numbers);
     ``per_source`` holds each source's.
     """
-    from skd_saliency_ros.metrics import EvalProtocol, score_sequence
+    from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
 
     if not data.val:
         return None

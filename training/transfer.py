@@ -15,8 +15,8 @@ import argparse
 
 import torch
 
-from skd_saliency_ros.checkpoint import CheckpointError, load_checkpoint
-from skd_saliency_ros.models import SpatioTemporalNet, build_model
+from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint
+from skd_saliency_ros.core.models import SpatioTemporalNet, build_model
 
 from .trainer import TrainingError, add_common_arguments, load_data, train
 

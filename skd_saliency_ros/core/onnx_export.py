@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 
-from . import __version__
+from skd_saliency_ros import __version__
 
 EXPORT_VERSION = 1
 INPUT_NAME = "frames"
@@ -163,7 +163,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.PathLik
     Raises checkpoint.CheckpointError for a missing or wrong checkpoint.  The checkpoint's
     validation metrics and code version travel into the ONNX metadata.
     """
-    from .checkpoint import load_checkpoint
+    from skd_saliency_ros.core.checkpoint import load_checkpoint
 
     model, payload = load_checkpoint(checkpoint_path)
     meta = {"source_checkpoint": Path(checkpoint_path).name,

@@ -32,11 +32,12 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from . import params as P
-from .image_io import ImageEncodingError, check_image, image_to_rgb8, numpy_to_image
-from .outputs import (CameraStats, bearings_msg, diagnostic_status, overlay_bgr,
-                      peaks_msg, saliency_size)
-from .peaks import find_peaks, pixels_to_bearings
+from skd_saliency_ros.ros import params as P
+from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image, image_to_rgb8,
+                                           numpy_to_image)
+from skd_saliency_ros.ros.outputs import (CameraStats, bearings_msg, diagnostic_status,
+                                          overlay_bgr, peaks_msg, saliency_size)
+from skd_saliency_ros.core.peaks import find_peaks, pixels_to_bearings
 
 NODE_NAME = "saliency_node"
 SHUTDOWN_TIMEOUT_S = 10.0  # clean-up budget after Ctrl-C before a forced exit
@@ -139,7 +140,7 @@ class SaliencyNode(Node):
         return values
 
     def _load_engine(self, values):
-        from .engine import SaliencyEngine
+        from skd_saliency_ros.core.engine import SaliencyEngine
         model = values["model_path"] or None
         threads = int(values["threads"]) or None
         try:
@@ -320,7 +321,7 @@ class SaliencyNode(Node):
                 self._publish(w, result)
 
     def _publish(self, w: _Work, result) -> None:
-        from .engine import upsample
+        from skd_saliency_ros.core.engine import upsample
         cam, msg, settings = w.cam, w.msg, self._settings
         height, width = w.rgb.shape[:2]
         out_w, out_h = saliency_size(width, height, settings.output_scale)

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from .engine import BACKENDS, DEVICES  # one list of choices for the engine and its parameters
+# one list of choices for the engine and its parameters
+from skd_saliency_ros.core.engine import BACKENDS, DEVICES
 
 RELIABILITIES = ("best_effort", "reliable")
 

@@ -24,7 +24,7 @@ from typing import Iterator, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .processes import raise_if_stop_requested
+from skd_saliency_ros.core.processes import raise_if_stop_requested
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -201,7 +201,7 @@ def _custom_data(path: Path) -> dict:
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a (rosbags or rclpy) Image or CompressedImage message."""
-    from .image_io import ImageEncodingError, image_to_rgb8
+    from skd_saliency_ros.ros.image_io import ImageEncodingError, image_to_rgb8
     if msgtype == IMAGE_TYPE:
         return image_to_rgb8(msg)
     if msgtype == COMPRESSED_TYPE:
@@ -311,7 +311,7 @@ def header(typestore, ns: int, frame_id: str):
 
 def image_msg(typestore, arr: np.ndarray, encoding: str, hdr):
     """sensor_msgs/Image (rosbags type) from a dense array in the encoding's layout."""
-    from .image_io import bytes_per_pixel
+    from skd_saliency_ros.ros.image_io import bytes_per_pixel
     Image = typestore.types[IMAGE_TYPE]
     arr = np.ascontiguousarray(arr)
     height, width = arr.shape[:2]
@@ -374,7 +374,7 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
         n_video = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         gaze_data = None
         if gaze is not None:
-            from .gaze import load_gaze
+            from skd_saliency_ros.core.gaze import load_gaze
             gaze_data = load_gaze(gaze, n_frames=n_video)
         total = n_video if max_frames is None else min(n_video, int(max_frames))
         cam_ns = topic.rsplit("/", 1)[0]

@@ -20,7 +20,6 @@ as sensor_msgs/Image frames at the video's rate.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
@@ -31,24 +30,22 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE, OutputBag, STORAGES,
-                     InputBag, atomic_bag_path, check_output_path, decode_rgb, make_bag,
-                     stamp_ns)
-from .cli_errors import is_user_error
-from .outputs import saliency_size
-from .params import BACKENDS, DEVICES, SPECS
-from .processes import request_stop
+from skd_saliency_ros.bags.bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE,
+                                          STORAGES, InputBag, check_output_path, decode_rgb,
+                                          make_bag, stamp_ns)
+from skd_saliency_ros.core.cli_errors import is_user_error
+from skd_saliency_ros.ros.outputs import saliency_size
+from skd_saliency_ros.ros.params import BACKENDS, DEVICES, SPECS
+from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError,
+                                                 input_storage, load_sequence_gaze,
+                                                 maybe_output_bag)
+from skd_saliency_ros.core.processes import request_stop
 
-PROG = "saliency_replay"
 #: Output namespace of the node with one camera: SaliencyNode publishes under ~/ .
 DEFAULT_NS = "/saliency_node"
 SALIENCY_TYPE = IMAGE_TYPE
 POSE_ARRAY_TYPE = "geometry_msgs/msg/PoseArray"
 MATCHES = ("index", "stamp")
-
-
-class ReplayError(ValueError):
-    """A replay option that cannot work (shown as one line, exit code 2)."""
 
 
 # --------------------------------------------------------------------------- settings
@@ -91,7 +88,7 @@ def build_settings(args) -> Settings:
     """Defaults of the node, then the params file, then explicit command-line options."""
     values = {}
     if args.params_file:
-        from .params import validate
+        from skd_saliency_ros.ros.params import validate
         values = read_params_file(args.params_file)
         # the node's own checks (use_sim_time and other ROS parameters are not the node's)
         reason = validate({k: v for k, v in values.items() if k in SPECS})
@@ -127,10 +124,10 @@ class FrameOutputs:
 
     def build(self, result, image_size, header_stamp: int, frame_id: str, camera_info):
         """Return {suffix: (msgtype, cdr bytes)} for saliency, peaks and (with K) bearings."""
-        from .engine import upsample
-        from .image_io import numpy_to_image
-        from .outputs import bearings_msg, peaks_msg
-        from .peaks import find_peaks
+        from skd_saliency_ros.core.engine import upsample
+        from skd_saliency_ros.ros.image_io import numpy_to_image
+        from skd_saliency_ros.ros.outputs import bearings_msg, peaks_msg
+        from skd_saliency_ros.core.peaks import find_peaks
         s = self.settings
         width, height = image_size
         out_w, out_h = saliency_size(width, height, float(s.output_scale))
@@ -151,7 +148,7 @@ def bearings_for(peaks, info, width: int, height: int) -> Optional[np.ndarray]:
 
     None: no CameraInfo, a CameraInfo of another image size, or an unusable K or D.
     """
-    from .peaks import pixels_to_bearings
+    from skd_saliency_ros.core.peaks import pixels_to_bearings
     if info is None or (int(info.width), int(info.height)) not in ((0, 0), (width, height)):
         return None
     if not peaks:
@@ -164,68 +161,7 @@ def bearings_for(peaks, info, width: int, height: int) -> Optional[np.ndarray]:
 
 
 # --------------------------------------------------------------------------- gaze matching
-def expected_gaze_frames(bag: InputBag) -> int:
-    """Frame count a gaze file for ``bag`` must have.
-
-    The source video's when make-bag recorded it (a bag of the first N frames of a video),
-    else the number of images in the bag.
-    """
-    declared = bag.custom_data.get("skd.video_frames")
-    try:
-        return int(declared) if declared is not None else bag.image_count
-    except ValueError:
-        return bag.image_count
-
-
-def load_sequence_gaze(path, bag: InputBag, match: str):
-    """Load a gaze file for ``bag``; in index mode its frame count must match the bag."""
-    from .gaze import GazeError, load_gaze
-    gaze = load_gaze(path)
-    if match == "index":
-        expected = expected_gaze_frames(bag)
-        if gaze.n_frames != expected:
-            source = ("its source video" if "skd.video_frames" in bag.custom_data
-                      else f"'{bag.image_topic}'")
-            raise GazeError(f"{path}: gaze file has {gaze.n_frames} frames but bag "
-                            f"{bag.path} has {expected} on {source}; wrong gaze file for "
-                            "this bag (or use --match stamp for a bag with dropped frames)")
-    return gaze
-
-
-class FrameMatcher:
-    """Image ordinal / stamp -> gaze frame index."""
-
-    def __init__(self, match: str, gaze):
-        self.match, self.gaze, self.t0 = match, gaze, None
-
-    def __call__(self, ordinal: int, stamp: int) -> int:
-        """Gaze frame index of the image with this ordinal and header stamp (ns)."""
-        if self.match == "index":
-            return ordinal
-        if self.t0 is None:
-            self.t0 = stamp
-        k = int(round((stamp - self.t0) * float(self.gaze.fps) / 1e9))
-        if not 0 <= k < self.gaze.n_frames:
-            raise ReplayError(f"{self.gaze.path}: image stamped {stamp / 1e9:.3f} s maps to "
-                              f"gaze frame {k}, outside [0, {self.gaze.n_frames}) "
-                              "(use --match index, or a gaze file of this flight)")
-        return k
-
-
 # --------------------------------------------------------------------------- offline
-def input_storage(path: Path) -> str:
-    """Storage plugin of an existing bag (sqlite3 or mcap), for "same as input"."""
-    if path.is_file():
-        return "mcap" if path.suffix == ".mcap" else "sqlite3"
-    meta = path / "metadata.yaml"
-    try:
-        import yaml
-        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
-        return "mcap" if info.get("storage_identifier") == "mcap" else "sqlite3"
-    except Exception:  # noqa: BLE001 - the reader reports a broken bag properly later
-        return "sqlite3"
-
-
 def default_output(bag: Path) -> Path:
     """``<bag>_saliency`` beside the input (``x.mcap`` -> ``x_saliency``)."""
     stem = bag.stem if bag.is_file() else bag.name
@@ -237,7 +173,7 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
     """Run one bag through the engine; write ``out`` (unless None); score against gaze."""
     from tqdm import tqdm
 
-    from .image_io import ImageEncodingError
+    from skd_saliency_ros.ros.image_io import ImageEncodingError
     outputs = FrameOutputs(settings)
     ns = args.ns.rstrip("/")
     stats = {"bag": str(bag_path), "frames": 0, "invalid": 0, "resets": 0, "peaks": 0}
@@ -250,7 +186,7 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
         stats.update(topic=bag.image_topic, camera_info=bag.info_topic, images_in_bag=total)
         storage = args.storage or input_storage(bag_path)
         writing = out is not None
-        with _maybe_output(out, args.overwrite, storage, args.distro) as obag:
+        with maybe_output_bag(out, args.overwrite, storage, args.distro) as obag:
             bar = tqdm(total=total, desc=f"replay {bag_path.name}", unit="frame",
                        disable=not args.progress)
             info, ordinal, started = None, -1, time.perf_counter()
@@ -315,7 +251,7 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
     stats["fps"] = round(stats["frames"] / elapsed, 2) if elapsed > 0 else None
     stats["output"] = str(out) if out is not None else None
     if gaze is not None:
-        from .metrics import EvalProtocol, score_sequence
+        from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
         scored = score_sequence(maps, gaze, EvalProtocol())
         stats["gaze"] = str(gaze_path)
         stats["metrics"] = scored["mean"]
@@ -324,20 +260,10 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
     return stats
 
 
-@contextlib.contextmanager
-def _maybe_output(out, overwrite, storage, distro):
-    """Atomic output bag when ``out`` is set; None otherwise."""
-    if out is None:
-        yield None
-        return
-    with atomic_bag_path(out, overwrite) as tmp, OutputBag(tmp, storage, distro) as bag:
-        yield bag
-
-
 # --------------------------------------------------------------------------- reporting
 def overall_metrics(sequences: List[dict]) -> Optional[dict]:
     """Frame-weighted mean over every scored frame of every sequence."""
-    from .metrics import METRIC_KEYS
+    from skd_saliency_ros.core.metrics import METRIC_KEYS
     frames = [f for s in sequences for f in s.get("per_frame", [])]
     if not frames:
         return None
@@ -482,12 +408,12 @@ def run(args) -> int:
             if gaze_path is not None:
                 load_sequence_gaze(gaze_path, bag, args.match)
     if args.live:
-        from .replay_live import replay_live
+        from skd_saliency_ros.bags.replay_live import replay_live
         results = [replay_live(b, o, settings, args, g) for b, o, g in zip(args.bags, outs,
                                                                            gazes)]
         report = {"mode": "live", "sequences": {b.name: r for b, r in zip(args.bags, results)}}
     else:
-        from .engine import SaliencyEngine
+        from skd_saliency_ros.core.engine import SaliencyEngine
         engine = SaliencyEngine(model_path=settings.model_path or None, device=settings.device,
                                 backend=settings.backend, max_gap_s=settings.max_gap_s,
                                 threads=int(settings.threads) or None)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
+from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -397,7 +397,7 @@ class SaliencyEngine:
 
     def _onnx_for(self, checkpoint: Path) -> Path:
         """Export ``checkpoint`` once to the ONNX cache (or a private temp dir) and return it."""
-        from .onnx_export import EXPORT_VERSION, export_checkpoint
+        from skd_saliency_ros.core.onnx_export import EXPORT_VERSION, export_checkpoint
 
         if not checkpoint.is_file():
             raise CheckpointError(f"{checkpoint}: no such checkpoint file")

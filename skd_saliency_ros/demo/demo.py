@@ -1,6 +1,6 @@
 """`make demo`: the real node on a real aerial clip, end to end, in three processes.
 
-1. the saliency node (``python -m skd_saliency_ros.node`` with config/saliency.yaml and the
+1. the saliency node (``python -m skd_saliency_ros.ros.node`` with config/saliency.yaml and the
    trained default model) in its own process;
 2. a player process publishing the frames of media/person11_uav123.mp4 (UAV123, see
    media/ATTRIBUTION.md) as sensor_msgs/Image at 10 Hz, like a camera driver;
@@ -24,10 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from .checkpoint import DEFAULT_MODEL
-from .processes import stop_process
+from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
+from skd_saliency_ros.core.processes import stop_process
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent
 DEFAULT_VIDEO = REPO_ROOT / "media" / "person11_uav123.mp4"
 
@@ -87,7 +87,7 @@ def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> in
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from .recorder import Recorder
+    from skd_saliency_ros.demo.recorder import Recorder
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
@@ -96,7 +96,7 @@ def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> in
     executor.add_node(recorder.node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
-    node_cmd = [sys.executable, "-m", "skd_saliency_ros.node", "--ros-args",
+    node_cmd = [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args",
                 "--params-file", str(config_file("saliency.yaml"))]
     node, node_lines, _ = _start(node_cmd, env, "[node] ")
     player = None
@@ -108,7 +108,7 @@ def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> in
                 print("demo: the saliency node did not come up", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        player_cmd = [sys.executable, "-m", "skd_saliency_ros.video_player", str(video),
+        player_cmd = [sys.executable, "-m", "skd_saliency_ros.demo.video_player", str(video),
                       "--topic", "/image", "--frame-id", "uav_camera_optical"]
         if frames:
             player_cmd += ["--frames", str(frames)]

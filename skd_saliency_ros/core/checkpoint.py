@@ -19,11 +19,12 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from . import __version__
-from .models import ArchitectureError, KINDS, build_model, get_spec
+from skd_saliency_ros import __version__
+from skd_saliency_ros.core.models import ArchitectureError, KINDS, build_model, get_spec
 
 FORMAT_VERSION = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "skd_default_r64.pt"
+# The trained default model ships inside the package: skd_saliency_ros/weights/.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "skd_default_r64.pt"
 
 
 class CheckpointError(RuntimeError):

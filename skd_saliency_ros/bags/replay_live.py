@@ -9,7 +9,7 @@ the wall time from publishing the frame to receiving the answer (both in this pr
 
 Start the node first (shared-memory transport recommended for full-HD images)::
 
-    FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml python -m skd_saliency_ros.node \\
+    FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml python -m skd_saliency_ros.ros.node \\
         --ros-args --params-file config/saliency.yaml -r image:=/camera/image_raw \\
         -r camera_info:=/camera/camera_info -p use_sim_time:=true
 """
@@ -24,7 +24,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .bag_io import (CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, InputBag, stamp_ns)
+from skd_saliency_ros.bags.bag_io import (CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, InputBag,
+                                          stamp_ns)
 
 OUTPUT_TOPICS = (("saliency", IMAGE_TYPE), ("peaks", "geometry_msgs/msg/PoseArray"),
                  ("bearings", "geometry_msgs/msg/PoseArray"))
@@ -100,7 +101,8 @@ def replay_live(bag_path: Path, out: Optional[Path], settings, args,
     from rosgraph_msgs.msg import Clock
     from tqdm import tqdm
 
-    from .replay import PROG, ReplayError, _maybe_output, input_storage, load_sequence_gaze
+    from skd_saliency_ros.bags.replay_common import (PROG, ReplayError, input_storage,
+                                                     load_sequence_gaze, maybe_output_bag)
     ns = args.ns.rstrip("/")
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -185,7 +187,7 @@ def replay_live(bag_path: Path, out: Optional[Path], settings, args,
                      "output": str(out) if out is not None else None}
             if out is not None:
                 storage = args.storage or input_storage(bag_path)
-                with _maybe_output(out, args.overwrite, storage, args.distro) as obag:
+                with maybe_output_bag(out, args.overwrite, storage, args.distro) as obag:
                     for topic, msgtype, bag_ns, raw in inputs:
                         obag.write_raw(topic, msgtype, bag_ns, raw,
                                        typestore=bag.reader.typestore)
@@ -219,9 +221,9 @@ def _score_live(stats: dict, saliency: Dict[int, tuple], sent: Dict[int, tuple],
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import Image
 
-    from .image_io import image_to_numpy
-    from .metrics import EvalProtocol, score_sequence
-    from .replay import FrameMatcher
+    from skd_saliency_ros.ros.image_io import image_to_numpy
+    from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
+    from skd_saliency_ros.bags.replay_common import FrameMatcher
     matcher = FrameMatcher(args.match, gaze)
     maps = []
     for stamp in sorted(sent):

@@ -1,7 +1,7 @@
 """Publish a video file as a camera would: sensor_msgs/Image (bgr8) at the video's frame rate.
 
 Used by the demo (its own process, like a camera driver) and handy for trying the node on any
-clip: ``python -m skd_saliency_ros.video_player clip.mp4 --topic image``.  Each frame is
+clip: ``python -m skd_saliency_ros.demo.video_player clip.mp4 --topic image``.  Each frame is
 stamped with the ROS clock when it is published, so a subscriber can measure latency.
 The player waits until someone subscribes before it starts, so no frame is sent into the void.
 """

@@ -30,7 +30,7 @@ density map (``sim``, ``cc``, ``kld``).  The conventions, each checked against p
   constant prediction after min-max) is read as the uniform distribution (pysaliency).
 
 Ground truth (:func:`score_frame`): fixations of video pixel coordinates ``(x, y)`` (origin at the
-frame's top-left corner, see :mod:`skd_saliency_ros.gaze`) land in evaluation pixel
+frame's top-left corner, see :mod:`skd_saliency_ros.core.gaze`) land in evaluation pixel
 ``(floor(x * W / width), floor(y * H / height))``; the density map is the fixation *count* map
 blurred by a Gaussian of sigma = ``sigma_frac * W`` (``cv2.GaussianBlur``: kernel truncated at 4
 sigma, border mirrored as ``BORDER_REFLECT_101``, OpenCV's default), scaled to max 1.  These
@@ -46,7 +46,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .gaze import GazeData
+from skd_saliency_ros.core.gaze import GazeData
 
 METRIC_KEYS = ("auc_judd", "auc_shuffled", "nss", "sim", "cc", "kld")
 KLD_EPS = 2.2204e-16  # MATLAB eps as written in the MIT benchmark code

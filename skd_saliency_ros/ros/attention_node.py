@@ -31,8 +31,9 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from .attention import (AttentionError, Limits, Mounting, attention_command,
-                        quaternion_flu_to_frd, quaternion_from_rpy, to_px4_frd)
+from skd_saliency_ros.core.attention import (AttentionError, Limits, Mounting, attention_command,
+                                             quaternion_flu_to_frd, quaternion_from_rpy,
+                                             to_px4_frd)
 
 NODE_NAME = "attention_to_setpoint"
 PX4_OUTPUTS = ("none", "gimbal_attitude", "pitchyaw_command")
