@@ -243,15 +243,10 @@ class CellRunner:
                     return traced(x)
             return run
         if backend == "onnxruntime":
-            import onnxruntime as ort
+            from skd_saliency_ros.core.onnx_export import ort_session
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            session = ort.InferenceSession(str(self.onnx_file(bench_model, resolution)), opts,
-                                           providers=["CPUExecutionProvider"])
+            # the engine's own session options (no spinning), so the bench times what runs
+            session = ort_session(self.onnx_file(bench_model, resolution), threads)
             name = session.get_inputs()[0].name
             feed = {name: x.numpy()}
 

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _teacher_runner(spec: str):
-    import onnxruntime as ort
+    from skd_saliency_ros.core.onnx_export import ort_session
 
     from .bench_backends import BenchError
     from .teachers import GenericTeacher, get_teacher
@@ -43,10 +43,7 @@ def _teacher_runner(spec: str):
     teacher = get_teacher(spec)
     if not isinstance(teacher, GenericTeacher) or teacher.model_path.suffix != ".onnx":
         raise BenchError(f"teacher '{spec}': only ONNX teachers can be timed here")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(teacher.model_path), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = ort_session(teacher.model_path, threads=1)
     width, height = teacher.input_cfg["size"]
     x = np.random.default_rng(0).standard_normal(
         (1, 3, teacher.window, int(height), int(width))).astype(np.float32)
@@ -58,20 +55,16 @@ def _teacher_runner(spec: str):
 
 
 def _student_runner(name: str, workdir: Path):
-    import onnxruntime as ort
-
     from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
     from skd_saliency_ros.core.models import count_parameters
-    from skd_saliency_ros.core.onnx_export import export_onnx
+    from skd_saliency_ros.core.onnx_export import export_onnx, ort_session
 
     path = DEFAULT_MODEL if name == "default" else Path(name)
     model, payload = load_checkpoint(path)
     r = int(payload["resolution"])
     onnx = workdir / f"{path.stem}.onnx"
     export_onnx(model, onnx, r)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(onnx, threads=1)
     x = np.random.default_rng(0).random((1, model.in_channels, r, r), dtype=np.float32)
     in_name = sess.get_inputs()[0].name
     info = {"kind": "student", "model": str(path), "arch": payload["arch"].get("name"),

@@ -2,7 +2,8 @@
 
 Shared by validation during training and by the evaluate step, so both score exactly the
 same maps: frame t is paired with frame t-1 (the first frame with itself), the raw output is
-min-max normalised per frame and clipped to [0, 1] (the runtime convention).
+min-max normalised per frame and clipped to [0, 1] (the runtime convention: the same
+functions as the engine, skd_saliency_ros.core.maps).
 """
 
 from __future__ import annotations
@@ -12,29 +13,24 @@ from typing import Iterable, Iterator, Sequence, Tuple
 import numpy as np
 import torch
 
+from skd_saliency_ros.core.maps import fill_pair, normalise_maps
+
 
 def pair_batch(frames: np.ndarray, indices: Sequence[int], gap: int = 1) -> torch.Tensor:
     """(B, 6, R, R) float input in [0, 1]: channels 0-2 frame t, 3-5 frame t-gap.
 
     ``gap`` 1 is what the node does (the previous frame); 0 pairs each frame with itself
     (no motion at all), larger gaps imitate a slower camera.  Used to measure how much the
-    model cares about the time between the two frames (docs/RESULTS.md).
+    model cares about the time between the two frames (docs/RESULTS.md).  Frame 0 (and any
+    t < gap) is paired with itself, like the engine after a reset.
     """
     if gap < 0:
         raise ValueError(f"pair gap must be >= 0 frames, got {gap}")
-    cur = frames[list(indices)]
-    prev = frames[[max(i - gap, 0) for i in indices]]
-    pair = np.concatenate([cur, prev], axis=-1)  # (B, R, R, 6) uint8
-    return torch.from_numpy(pair).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def minmax(saliency: np.ndarray) -> np.ndarray:
-    """Min-max normalise one map to [0, 1] (a constant map becomes all zeros)."""
-    saliency = saliency.astype(np.float32)
-    lo, hi = float(saliency.min()), float(saliency.max())
-    if hi - lo < 1e-12:
-        return np.zeros_like(saliency)
-    return np.clip((saliency - lo) / (hi - lo), 0.0, 1.0)
+    indices = list(indices)
+    out = np.empty((len(indices), 6, frames.shape[1], frames.shape[2]), np.float32)
+    for i, k in enumerate(indices):
+        fill_pair(out[i], frames[k], frames[k - gap] if k >= gap else frames[k])
+    return torch.from_numpy(out)
 
 
 @torch.no_grad()
@@ -52,5 +48,5 @@ def predict_maps(model: torch.nn.Module, frames: np.ndarray, indices: Iterable[i
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         out = model(pair_batch(frames, chunk, gap).to(device))[:, 0].float().cpu().numpy()
-        for index, saliency in zip(chunk, out):
-            yield index, minmax(saliency)
+        for index, saliency in zip(chunk, normalise_maps(out)):
+            yield index, saliency

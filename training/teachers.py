@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.maps import minmax
+
 DEFAULT_SPATIAL = "spectral-residual"
 DEFAULT_TEMPORAL = "motion-homography"
 KINDS = ("spatial", "temporal")
@@ -39,13 +41,9 @@ def normalise_max(saliency: np.ndarray) -> np.ndarray:
 
 
 def normalise_minmax(saliency: np.ndarray) -> np.ndarray:
-    """Min-max scale to [0, 1] (a constant map becomes zero)."""
-    out = np.nan_to_num(np.asarray(saliency, dtype=np.float32), nan=0.0, posinf=0.0,
-                        neginf=0.0)
-    low, high = float(out.min()), float(out.max())
-    if high - low <= 0.0:
-        return np.zeros_like(out)
-    return (out - low) / (high - low)
+    """Min-max scale to [0, 1] with the runtime's rule (a flat map becomes zero)."""
+    return minmax(np.nan_to_num(np.asarray(saliency, dtype=np.float32), nan=0.0, posinf=0.0,
+                                neginf=0.0))
 
 
 def _check_frame(frame: np.ndarray, what: str) -> None:
@@ -422,9 +420,9 @@ class GenericTeacher(Teacher):
                 return [res.detach().cpu().numpy()]
             return run
         if ext in self.ONNX_EXT:
-            import onnxruntime as ort
+            from skd_saliency_ros.core.onnx_export import ort_session
             try:
-                sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                sess = ort_session(path, threads=0)  # all cores: teaching is offline work
             except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
                 raise TeacherError(f"{path}: cannot load ONNX teacher model: "
                                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

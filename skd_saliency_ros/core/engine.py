@@ -45,12 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from skd_saliency_ros.core.maps import fill_pair, normalise_maps
+from skd_saliency_ros.core.onnx_export import ort_session
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime")
-#: A map whose max - min is below this fraction of its magnitude counts as constant.
-FLAT_RELATIVE_RANGE = 1e-6
 
 
 @dataclass
@@ -67,20 +67,6 @@ class _StreamState:
     prev: np.ndarray          # previous frame at R x R, uint8 RGB
     size: Tuple[int, int]     # (W, H) of the input frames
     stamp: float
-
-
-def normalise_maps(raw: np.ndarray) -> np.ndarray:
-    """Min-max normalise each map of a (B, h, w) stack to [0, 1]; flat maps become zeros."""
-    raw = np.asarray(raw, dtype=np.float32)
-    flat = raw.reshape(raw.shape[0], -1)
-    lo = flat.min(axis=1)
-    hi = flat.max(axis=1)
-    span = hi - lo
-    scale = FLAT_RELATIVE_RANGE * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
-    flat_maps = ~(span > scale)  # also catches NaN
-    out = (raw - lo[:, None, None]) / np.where(flat_maps, 1.0, span)[:, None, None]
-    out[flat_maps] = 0.0
-    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def upsample(saliency: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -235,23 +221,10 @@ class _TorchRunner:
 
 class _OnnxRunner:
     def __init__(self, path: Path, device: str, threads: Optional[int]):
-        import onnxruntime as ort
-
         if not path.is_file():
             raise CheckpointError(f"{path}: no such ONNX model file")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or 0)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads would otherwise busy-wait between frames, taking CPU from the
-        # rest of the drone's software for a few microseconds of latency.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self.session = ort_session(path, threads, device)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise CheckpointError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
@@ -492,9 +465,7 @@ class SaliencyEngine:
             for i, ((stream, _, stamp), small, size) in enumerate(zip(items, smalls, sizes)):
                 prev, reason = self._advance(str(stream), small, size, float(stamp))
                 reasons.append(reason)
-                np.divide(small.transpose(2, 0, 1), np.float32(255.0), out=buf[i, 0:3])
-                if self.in_channels == 6:
-                    np.divide(prev.transpose(2, 0, 1), np.float32(255.0), out=buf[i, 3:6])
+                fill_pair(buf[i], small, prev)
             maps = normalise_maps(self.predict(buf))
         return [StepResult(saliency=maps[i], reset_reason=reasons[i], stream=str(items[i][0]))
                 for i in range(n)]

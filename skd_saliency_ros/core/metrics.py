@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 
 from skd_saliency_ros.core.gaze import GazeData
+from skd_saliency_ros.core.maps import minmax
 
 METRIC_KEYS = ("auc_judd", "auc_shuffled", "nss", "sim", "cc", "kld")
 KLD_EPS = 2.2204e-16  # MATLAB eps as written in the MIT benchmark code
@@ -84,11 +85,6 @@ def _density(density) -> np.ndarray:
     return d
 
 
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = a.min(), a.max()
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-
-
 def _to_distribution(a: np.ndarray) -> np.ndarray:
     total = a.sum()
     return a / total if total > 0 else np.full_like(a, 1.0 / a.size)
@@ -101,7 +97,7 @@ def prepare_saliency(sal, shape: Tuple[int, int]) -> np.ndarray:
     if s.shape != (h, w):
         shrink = s.shape[0] >= h and s.shape[1] >= w
         s = cv2.resize(s, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return _minmax(s)
+    return minmax(s)
 
 
 # ------------------------------------------------------------------------ ground truth
@@ -203,7 +199,7 @@ def sim(sal, density) -> float:
     """Similarity (histogram intersection) of the two maps read as distributions."""
     d = _density(density)
     s = prepare_saliency(sal, d.shape)
-    return float(np.minimum(_to_distribution(s), _to_distribution(_minmax(d))).sum())
+    return float(np.minimum(_to_distribution(s), _to_distribution(minmax(d))).sum())
 
 
 def kld(sal, density) -> float:

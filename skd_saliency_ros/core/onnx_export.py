@@ -171,3 +171,26 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.PathLik
             "checkpoint_meta": json.dumps(payload.get("meta", {}), default=str)}
     return export_onnx(model, path, int(payload["resolution"]), dynamic_batch=dynamic_batch,
                        overwrite=overwrite, opset=opset, meta=meta)
+
+
+def ort_session(path: str | os.PathLike, threads: int = 0, device: str = "cpu"):
+    """Open an onnxruntime session with the options every part of the package runs with.
+
+    One thread pool of ``threads`` (0: onnxruntime's default, all cores), sequential
+    execution, all graph optimisations, and no spinning: idle pool threads would otherwise
+    busy-wait between frames, taking CPU from the rest of the drone's software for a few
+    microseconds of latency.  The engine, the benchmarks and the teachers all use it, so a
+    benchmark times what the node runs.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or 0)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), opts, providers=providers)

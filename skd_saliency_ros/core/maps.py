@@ -1,0 +1,59 @@
+"""Model input and output conventions, written once: frame pairing and map normalisation.
+
+The node (through SaliencyEngine), offline replay, training validation, the evaluate step,
+the metrics and the teachers all call these, so they cannot drift apart:
+
+* ``fill_pair``: the two-stream input is frame t (channels 0-2) and the frame it is paired
+  with (channels 3-5: the previous frame, or frame t itself after a reset), RGB in [0, 1];
+* ``normalise_maps`` / ``minmax``: min-max to [0, 1] per map; a map whose range is below
+  ``FLAT_RELATIVE_RANGE`` of its magnitude (or that holds NaN) is flat and becomes all zeros,
+  because stretching float noise to [0, 1] would invent peaks.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+#: A map whose max - min is below this fraction of its magnitude counts as constant.
+FLAT_RELATIVE_RANGE = 1e-6
+
+
+def normalise_maps(raw: np.ndarray) -> np.ndarray:
+    """Min-max normalise each map of a (B, h, w) stack to [0, 1]; flat maps become zeros.
+
+    float64 input stays float64 (the metrics' precision); anything else becomes float32.
+    """
+    raw = np.asarray(raw)
+    raw = raw if raw.dtype == np.float64 else raw.astype(np.float32)
+    flat = raw.reshape(raw.shape[0], -1)
+    lo = flat.min(axis=1)
+    hi = flat.max(axis=1)
+    span = hi - lo
+    scale = FLAT_RELATIVE_RANGE * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    flat_maps = ~(span > scale)  # also catches NaN
+    shape = (-1,) + (1,) * (raw.ndim - 1)
+    out = (raw - lo.reshape(shape)) / np.where(flat_maps, 1.0, span).reshape(shape)
+    out[flat_maps] = 0.0
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def minmax(saliency: np.ndarray) -> np.ndarray:
+    """Min-max normalise one map with the rule of ``normalise_maps``."""
+    saliency = np.asarray(saliency)
+    return normalise_maps(saliency[None])[0]
+
+
+def fill_pair(out: np.ndarray, frame: np.ndarray, paired: Optional[np.ndarray]) -> np.ndarray:
+    """Write one model input into ``out`` (C, R, R) float32 from (R, R, 3) uint8 frames.
+
+    Channels 0-2: ``frame`` / 255; channels 3-5 (two-stream models): ``paired`` / 255, the
+    frame it is paired with.  ``paired`` is ignored for a 3-channel (spatial) input.
+    """
+    np.divide(frame.transpose(2, 0, 1), np.float32(255.0), out=out[0:3])
+    if out.shape[0] == 6:
+        if paired is None:
+            raise ValueError("a two-stream input needs the paired frame")
+        np.divide(paired.transpose(2, 0, 1), np.float32(255.0), out=out[3:6])
+    return out
