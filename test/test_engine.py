@@ -132,6 +132,26 @@ def test_fused_model_equals_the_checkpoint_model(model_path, frames):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["skd-paper-prior", "skd-fast", "skd-fast-noprior"])
+def test_fusion_folds_every_batchnorm_layout(arch, frames):
+    """Conv -> BN, deconv -> BN and conv -> pixel-shuffle -> BN (skd-fast) all fold away."""
+    torch.manual_seed(0)
+    model = build_model("fused", arch)
+    for mod in model.modules():  # BN statistics far from identity, so folding matters
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    fused = fuse_for_inference(model, 64)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    small = np.stack([resize_area(f, 64) for f in frames[:2]])
+    x = torch.from_numpy(np.concatenate([small[1], small[0]], axis=2).transpose(2, 0, 1)
+                         [None].astype(np.float32) / 255)
+    with torch.inference_mode():
+        want, got = model(x), fused(x)
+    assert float((got - want).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max()))
+
+
 def test_step_returns_a_normalised_map(model_path, frames):
     """Each frame gives an (R, R) float32 map spanning exactly [0, 1]."""
     engine = SaliencyEngine(model_path, device="cpu")

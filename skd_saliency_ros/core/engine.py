@@ -28,7 +28,6 @@ Streams never share state, so two cameras are never paired with each other.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import math
@@ -43,9 +42,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from skd_saliency_ros.core.maps import fill_pair, normalise_maps
+from skd_saliency_ros.core.models import fold_batchnorm
 from skd_saliency_ros.core.onnx_export import ort_session
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 
@@ -146,40 +145,31 @@ class _FixedPrior(torch.nn.Module):
         return out + self.map
 
 
-def _fuse_sequential(seq: torch.nn.Sequential) -> torch.nn.Sequential:
+def _replace_lrn(seq: torch.nn.Sequential) -> torch.nn.Sequential:
+    """LRN layers of a (BN-folded) layer list -> _ChannelLRN (channels from the conv before)."""
     out: List[torch.nn.Module] = []
-    mods = list(seq)
     channels = None
-    i = 0
-    while i < len(mods):
-        mod = mods[i]
-        nxt = mods[i + 1] if i + 1 < len(mods) else None
+    for mod in seq:
         if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             channels = mod.out_channels
-            if isinstance(nxt, torch.nn.BatchNorm2d):
-                transpose = isinstance(mod, torch.nn.ConvTranspose2d)
-                out.append(fuse_conv_bn_eval(mod, nxt, transpose=transpose))
-                i += 2
-                continue
         elif isinstance(mod, torch.nn.LocalResponseNorm) and channels is not None:
-            out.append(_ChannelLRN(mod, channels))
-            i += 1
-            continue
+            mod = _ChannelLRN(mod, channels)
         out.append(mod)
-        i += 1
     return torch.nn.Sequential(*out)
 
 
 def fuse_for_inference(model: torch.nn.Module, resolution: int) -> torch.nn.Module:
     """Return an inference-only copy of ``model`` with the same outputs (to float rounding).
 
-    BatchNorm is folded into the convolution before it, LRN becomes a 1x1 convolution and
-    the learned prior a constant; about 2x faster on one CPU core for the paper network.
+    BatchNorm is folded into the layer before it (``models.fold_batchnorm``: every layout
+    the layer table emits, conv -> pixel-shuffle -> BN included), LRN becomes a 1x1
+    convolution and the learned prior a constant; about 2x faster on one CPU core for the
+    paper network.
     """
-    net = copy.deepcopy(model).eval()
+    net = fold_batchnorm(model)
     for name, child in list(net.named_children()):
         if isinstance(child, torch.nn.Sequential):
-            setattr(net, name, _fuse_sequential(child))
+            setattr(net, name, _replace_lrn(child))
     if getattr(net, "prior", None) is not None:
         net.prior = _FixedPrior(net.prior, resolution)
     return net
