@@ -22,14 +22,13 @@ import argparse
 import datetime
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
-from skd_saliency_ros.core.processes import LoggedProcess
+from skd_saliency_ros.core.processes import LoggedProcess, ros_child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -89,16 +88,7 @@ def parse_sizes(text: str) -> List[tuple]:
 
 def ros_env(log_dir: Path) -> Dict[str, str]:
     """Environment of every process: private domain, localhost only, shared-memory profile."""
-    env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(random.randint(102, 200))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("AMENT_PREFIX_PATH", str(REPO_ROOT / ".venv"))
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(SHM_PROFILE)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["ROS_LOG_DIR"] = str(log_dir)
-    return env
+    return ros_child_env(REPO_ROOT, log_dir=log_dir, shm_profile=SHM_PROFILE)
 
 
 class Proc(LoggedProcess):

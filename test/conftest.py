@@ -1,7 +1,6 @@
 """Shared pytest fixtures: the real data bundle and an isolated ROS 2 environment."""
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -26,11 +25,6 @@ def shared_data() -> Path:
 @pytest.fixture()
 def ros_env(tmp_path):
     """Environment for a ROS 2 child process: own domain, localhost discovery, venv prefix."""
-    env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("AMENT_PREFIX_PATH", str(REPO_ROOT / ".venv"))
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["ROS_LOG_DIR"] = str(tmp_path / "ros_log")
-    return env
+    from skd_saliency_ros.core.processes import ros_child_env
+
+    return ros_child_env(REPO_ROOT, log_dir=tmp_path / "ros_log")

@@ -48,10 +48,7 @@ os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(_test_side_profile())
 
 def node_env(ros_env: Dict[str, str]) -> Dict[str, str]:
     """Return the conftest ROS environment plus the shared-memory Fast DDS profile."""
-    env = dict(ros_env)
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(SHM_PROFILE)
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    return env
+    return dict(ros_env, FASTDDS_DEFAULT_PROFILES_FILE=str(SHM_PROFILE))
 
 
 def read_frames(path: Path, count: int, start: int = 0) -> List[np.ndarray]:

@@ -1,14 +1,46 @@
-"""Stop child processes the way a user would: Ctrl-C first, kill only if it hangs.
+"""Child ROS processes: the environment they start in, and stopping them the way a user would.
 
-The demo, the node benchmark and the tests all start ROS processes; ending them with SIGINT
-lets rclpy shut down cleanly (and flush what they record) before a hard kill is needed.
+The demo, the node benchmark and the tests all start ROS processes.  They start in one
+environment (``ros_child_env``: a private domain, localhost discovery, this Python's prefix as
+the ament prefix) and end with SIGINT first, which lets rclpy shut down cleanly (and flush
+what they record) before a hard kill is needed.
 """
 
+import os
+import random
 import signal
 import subprocess
+import sys
 import threading
 import time
-from typing import Dict, List, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+PathLike = Union[str, Path]
+
+
+def ros_child_env(repo_root: PathLike, log_dir: Optional[PathLike] = None,
+                  shm_profile: Optional[PathLike] = None) -> Dict[str, str]:
+    """Environment for a ROS 2 child process of the demo, the benchmarks or the tests.
+
+    A random ROS_DOMAIN_ID in 1..101 (the range the ROS docs call safe), discovery on this
+    host only, this interpreter's prefix (the venv holding the ROS wheels) as the ament
+    prefix unless one is set, Fast DDS, the repository on PYTHONPATH, unbuffered output;
+    optionally the ROS log folder and the shared-memory Fast DDS profile (large images).
+    """
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo_root), env.get("PYTHONPATH"))
+                                        if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if log_dir is not None:
+        env["ROS_LOG_DIR"] = str(log_dir)
+    if shm_profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(shm_profile)
+    return env
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:

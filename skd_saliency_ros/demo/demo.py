@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
-from skd_saliency_ros.core.processes import stop_process
+from skd_saliency_ros.core.processes import ros_child_env, stop_process
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent
@@ -44,16 +43,7 @@ def config_file(name: str) -> Path:
 
 def demo_environment() -> dict:
     """Environment for all three processes: isolated domain, localhost, shared memory."""
-    env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))  # the ROS docs' safe range: 0-101
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_file("fastdds_shm.xml"))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH"))
-                                        if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return ros_child_env(REPO_ROOT, shm_profile=config_file("fastdds_shm.xml"))
 
 
 def _echo(proc: subprocess.Popen, prefix: str, lines: list) -> None:
