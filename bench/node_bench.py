@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 from skd_saliency_ros.core.processes import LoggedProcess, ros_child_env
+from training.bench_backends import BenchError  # the one benchmark error (model and node)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -37,15 +38,6 @@ IMAGE_TOPIC = "/bench/image"
 PASS_TOPIC = "/bench/passthrough"
 NODE_TOPIC = "/saliency_node/saliency"
 SECTION = "bench:node"
-
-
-class NodeBenchError(RuntimeError):
-    """The node benchmark could not run (missing model, a process that died, no output)."""
-
-
-# The training CLI prints "error: ..." and exits 2 for errors whose class is named BenchError.
-class BenchError(NodeBenchError):
-    """Alias that the training CLI reports as a user error."""
 
 
 def add_node_arguments(parser) -> None:
@@ -359,7 +351,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except NodeBenchError as exc:
+    except BenchError as exc:
         print(f"python -m bench.node_bench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from bench.node_bench import (BenchError, NodeBenchError, REPO_ROOT, add_node_arguments,
+from bench.node_bench import (BenchError, REPO_ROOT, add_node_arguments,
                               command_line, run_node_bench)
 
 LADDER_FILE = REPO_ROOT / "bench" / "node_ladder.yaml"
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         ladder = run_ladder(args)
-    except NodeBenchError as exc:
+    except BenchError as exc:
         print(f"python -m bench.node_ladder: error: {exc}", file=sys.stderr)
         return 2
     text = doc_section(ladder)

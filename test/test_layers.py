@@ -124,3 +124,18 @@ def test_no_import_cycles():
 def test_every_module_imports(path):
     """Each module imports (``__main__`` files run their program on import: left out)."""
     importlib.import_module(module_name(path))
+
+
+def test_every_error_class_has_the_one_root():
+    """Each ``*Error`` class of the repository is an SkdError (one line, exit 2 in every CLI)."""
+    from skd_saliency_ros.core.errors import SkdError, is_user_error
+
+    found = []
+    for path in sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                cls = getattr(importlib.import_module(module_name(path)), node.name)
+                found.append(cls)
+                assert issubclass(cls, SkdError), f"{module_name(path)}.{node.name}"
+    assert len(found) >= 15
+    assert is_user_error(FileNotFoundError("x")) and not is_user_error(KeyError("x"))

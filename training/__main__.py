@@ -14,7 +14,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from skd_saliency_ros.core.cli_errors import is_user_error
+from skd_saliency_ros.core.errors import is_user_error
 
 STEPS = {
     "teach": ("training.teach", "compute and cache teacher maps for the data bundle"),
@@ -30,12 +30,6 @@ STEPS = {
     "contact-sheet": ("training.contact_sheet", "heat maps of several models on frames of "
                       "several clips, one PNG"),
 }
-
-# Errors that are the user's input, not a bug: print one line, exit 2.
-USER_ERRORS = ("TrainingError", "CheckpointError", "DatasetError", "TeacherError",
-               "GazeError", "ArchitectureError", "EvaluationError", "ExportError",
-               "BenchError", "ImageEncodingError", "ContactSheetError",
-               "ManifestError", "GazeImportError")
 
 
 def _load_step(name: str):
@@ -76,8 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except Exception as exc:  # noqa: BLE001 - only known user-error types are caught below
-        if is_user_error(exc, USER_ERRORS):
+    except Exception as exc:  # noqa: BLE001 - only user errors (SkdError) become one line
+        if is_user_error(exc):
             print(f"python -m training {name}: error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 from skd_saliency_ros.core.models import (ARCHITECTURES, build_model, count_parameters,
                                           fold_batchnorm)
@@ -36,7 +37,7 @@ BACKEND_NOTES = {
 }
 
 
-class BenchError(RuntimeError):
+class BenchError(SkdError, RuntimeError):
     """A model or backend the benchmark was asked for and cannot measure."""
 
 

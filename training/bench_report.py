@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from skd_saliency_ros.core.errors import SkdError
 
-class ReportError(ValueError):
+
+class ReportError(SkdError, ValueError):
     """A document that cannot take a generated section."""
 
 

@@ -19,6 +19,8 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
+
 # Two frames from each of six clips: both gaze videos and four unlabeled clips of other
 # datasets, scenes and light (night traffic, animals, a top-down field, a wake).
 DEFAULT_FRAMES = ("uav_gaze/group2.mp4:150,600;uav_gaze/car10.mp4:100,400;"
@@ -27,7 +29,7 @@ DEFAULT_FRAMES = ("uav_gaze/group2.mp4:150,600;uav_gaze/car10.mp4:100,400;"
                   "uav_unlabeled/wakeboard5.mp4:120,450")
 
 
-class ContactSheetError(ValueError):
+class ContactSheetError(SkdError, ValueError):
     """A clip, frame index or model the contact sheet cannot use."""
 
 

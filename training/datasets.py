@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.engine import resize_area
 
 from .paths import default_cache_dir
@@ -50,7 +51,7 @@ HUMAN_SIGMA_FRAC = 0.025  # ... with sigma = 2.5% of the video width, then resiz
 FOLDER_FPS = 10.0         # frame folders carry no rate; UAV123@10fps is the bundle's rate
 
 
-class DatasetError(ValueError):
+class DatasetError(SkdError, ValueError):
     """Missing, corrupt or inconsistent training data (named file and problem)."""
 
 

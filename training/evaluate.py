@@ -36,8 +36,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
 
-class EvaluationError(ValueError):
+
+class EvaluationError(SkdError, ValueError):
     """A model name, file or option the evaluate step cannot use."""
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, CheckpointError
 
 
-class ExportError(RuntimeError):
+class ExportError(SkdError, RuntimeError):
     """The model could not be exported (the CLI prints it as one line, exit 2)."""
 
 

@@ -33,10 +33,12 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
+
 COLUMNS = ("frame", "x", "y", "observer")
 
 
-class GazeImportError(ValueError):
+class GazeImportError(SkdError, ValueError):
     """A gaze CSV (or option) that cannot be converted; names the file and the row."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.maps import minmax
 
 DEFAULT_SPATIAL = "spectral-residual"
@@ -25,7 +26,7 @@ DEFAULT_TEMPORAL = "motion-homography"
 KINDS = ("spatial", "temporal")
 
 
-class TeacherError(RuntimeError):
+class TeacherError(SkdError, RuntimeError):
     """A teacher that cannot be built or run (unknown name, bad config, unreadable model)."""
 
 

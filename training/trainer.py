@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from skd_saliency_ros.core.models import ARCHITECTURES, count_parameters
 
@@ -42,7 +43,7 @@ from .losses import distillation_loss
 from .predict import predict_maps
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SkdError, RuntimeError):
     """A training run that cannot start or continue (bad arguments, files in the way)."""
 
 

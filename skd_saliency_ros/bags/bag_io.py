@@ -24,6 +24,7 @@ from typing import Iterator, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.processes import raise_if_stop_requested
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -34,7 +35,7 @@ DISTROS = ("humble", "jazzy")
 STORAGES = ("sqlite3", "mcap")
 
 
-class BagError(ValueError):
+class BagError(SkdError, ValueError):
     """A bag that is missing, unreadable, or does not hold what was asked for."""
 
 

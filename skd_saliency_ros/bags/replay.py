@@ -33,7 +33,7 @@ import numpy as np
 from skd_saliency_ros.bags.bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE,
                                           STORAGES, InputBag, check_output_path, decode_rgb,
                                           make_bag, stamp_ns)
-from skd_saliency_ros.core.cli_errors import is_user_error
+from skd_saliency_ros.core.errors import is_user_error
 from skd_saliency_ros.ros.outputs import saliency_size
 from skd_saliency_ros.ros.params import BACKENDS, DEVICES, SPECS
 from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError,
@@ -471,10 +471,6 @@ def run_make_bag(args) -> int:
     return 0
 
 
-USER_ERRORS = ("BagError", "ReplayError", "GazeError", "CheckpointError", "ImageEncodingError",
-               "ArchitectureError")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point; user errors print one line and exit 2, Ctrl-C exits 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -493,7 +489,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - only user-error types are turned into one line
-        if is_user_error(exc, USER_ERRORS):
+        if is_user_error(exc):
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.bags.bag_io import InputBag, OutputBag, atomic_bag_path
 
 PROG = "saliency_replay"
 
 
-class ReplayError(ValueError):
+class ReplayError(SkdError, ValueError):
     """A replay option that cannot work (shown as one line, exit code 2)."""
 
 

@@ -28,13 +28,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
+
 # optical (x right, y down, z forward) -> camera_link (x forward, y left, z up)
 OPTICAL_TO_LINK = np.array([[0.0, 0.0, 1.0],
                             [-1.0, 0.0, 0.0],
                             [0.0, -1.0, 0.0]])
 
 
-class AttentionError(ValueError):
+class AttentionError(SkdError, ValueError):
     """A bearing or a parameter that cannot be turned into a command."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros import __version__
 from skd_saliency_ros.core.models import ArchitectureError, KINDS, build_model, get_spec
 
@@ -27,7 +28,7 @@ FORMAT_VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "skd_default_r64.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SkdError, RuntimeError):
     """A checkpoint that is missing, unreadable, or does not match what was asked for."""
 
 

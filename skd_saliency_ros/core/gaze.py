@@ -23,11 +23,13 @@ from typing import Optional, Union
 
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
+
 REQUIRED_SCALARS = ("n_frames", "width", "height", "fps")
 REQUIRED_ARRAYS = ("observer_ids", "fix_xy", "fix_frame", "fix_observer")
 
 
-class GazeError(ValueError):
+class GazeError(SkdError, ValueError):
     """A gaze file that is missing, unreadable or does not follow the bundle's schema."""
 
 

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from skd_saliency_ros.core.errors import SkdError
+
 # Layer entries:
 #   ["conv", out_channels, kernel, stride]        conv + BN + ReLU ("same" padding)
 #   ["dwconv", out_channels, kernel, stride]      depthwise kxk + BN + ReLU, then 1x1 + BN + ReLU
@@ -101,7 +103,7 @@ IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(SkdError, ValueError):
     """An architecture name or spec that cannot be built."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import torch
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros import __version__
 
 EXPORT_VERSION = 1
@@ -30,7 +31,7 @@ MIN_OPSET = 17
 TOLERANCE = 1e-4
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(SkdError, RuntimeError):
     """The model could not be exported, or the export does not reproduce torch's output."""
 
 

@@ -31,6 +31,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.core.attention import (AttentionError, Limits, Mounting, attention_command,
                                              quaternion_flu_to_frd, quaternion_from_rpy,
                                              to_px4_frd)
@@ -231,10 +232,6 @@ class _Px4Output:
         self.pub.publish(self._command(VEHICLE_CMD_DO_GIMBAL_MANAGER_PITCHYAW, [
             math.degrees(px4_pitch), math.degrees(px4_yaw), nan, nan, 0.0, 0.0,
             float(self.ids["gimbal_device_id"])]))
-
-
-class StartupError(RuntimeError):
-    """A configuration that must stop the node before it runs."""
 
 
 def main(args=None) -> int:

@@ -25,8 +25,10 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import Image
 
+from skd_saliency_ros.core.errors import SkdError
 
-class ImageEncodingError(ValueError):
+
+class ImageEncodingError(SkdError, ValueError):
     """An Image message that cannot be decoded: unsupported encoding or inconsistent fields."""
 
 

@@ -32,6 +32,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
+from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.ros import params as P
 from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image, image_to_rgb8,
                                            numpy_to_image)
@@ -42,10 +43,6 @@ from skd_saliency_ros.core.peaks import find_peaks, pixels_to_bearings
 NODE_NAME = "saliency_node"
 SHUTDOWN_TIMEOUT_S = 10.0  # clean-up budget after Ctrl-C before a forced exit
 WARN_EVERY_S = 5.0
-
-
-class StartupError(RuntimeError):
-    """A configuration or model problem that must stop the node before it serves."""
 
 
 @dataclass
