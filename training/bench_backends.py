@@ -29,7 +29,8 @@ CPU_BACKENDS = ("torch", "torch-jit", "onnxruntime")
 GPU_BACKENDS = ("cuda-fp16",)
 BACKENDS = CPU_BACKENDS + GPU_BACKENDS
 BACKEND_NOTES = {
-    "torch": "torch eager, float32, contiguous (as SaliencyEngine runs it)",
+    "torch": "torch eager, float32, fused for inference (BN folded, LRN as 1x1 conv, constant "
+             "prior), channels-last: what SaliencyEngine(backend='torch') runs",
     "torch-jit": "BN folded into the convs, torch.jit.trace + freeze, float32",
     "onnxruntime": "ONNX export (skd_saliency_ros.core.onnx_export), CPUExecutionProvider, "
                    "ORT_ENABLE_ALL",
@@ -226,12 +227,18 @@ class CellRunner:
         gen = torch.Generator().manual_seed(resolution * 1000 + batch)
         x = torch.rand(shape, generator=gen)
         if backend == "torch":
+            # what SaliencyEngine(backend="torch") runs: the fused copy (BN folded, LRN as a
+            # 1x1 conv, constant prior), channels-last input
+            from skd_saliency_ros.core.engine import fuse_for_inference
+
             torch.set_num_threads(threads)
-            model = bench_model.model
+            model = fuse_for_inference(bench_model.model, resolution).to(
+                memory_format=torch.channels_last).eval()
+            xc = x.contiguous(memory_format=torch.channels_last)
 
             def run():
                 with torch.inference_mode():
-                    return model(x)
+                    return model(xc)
             return run
         if backend == "torch-jit":
             torch.set_num_threads(threads)
