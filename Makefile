@@ -39,5 +39,8 @@ demo: venv
 test: venv venv-pysaliency
 	ROS_DOMAIN_ID=$$(( RANDOM % 101 + 1 )) $(VPY) -m pytest test
 
+lint: venv
+	$(VPY) -m flake8 skd_saliency_ros training bench tools test setup.py launch
+
 clean:
 	rm -rf demo_out build install log .pytest_cache

@@ -1,10 +1,7 @@
 """SaliencyEngine on real frames with real inference: pairing, reset rules, batching, backends.
 
-The model is the trained default (checkpoint.DEFAULT_MODEL) when it exists.  Before it has
-landed, an untrained fused skd-paper-prior stands in, its BatchNorm statistics measured on
-real frames so that its outputs have a realistic range (fresh BN statistics give maps that
-are flat to 1e-3); every check here is about the engine's plumbing, which holds for any
-weights.
+The model is the shipped default (checkpoint.DEFAULT_MODEL); every check here is about the
+engine's plumbing on real frames and real weights.
 """
 
 from pathlib import Path
@@ -35,35 +32,12 @@ def read_frames(path, count):
     return frames
 
 
-def standin_model(frames, resolution=64):
-    """Untrained fused model whose BatchNorm statistics come from real frame pairs."""
-    torch.manual_seed(0)
-    model = build_model("fused", "skd-paper-prior")
-    small = [cv2.resize(f, (resolution, resolution), interpolation=cv2.INTER_AREA)
-             for f in frames]
-    pairs = np.stack([np.concatenate([small[i + 1], small[i]], axis=2)
-                      for i in range(len(small) - 1)])
-    x = torch.from_numpy(pairs.transpose(0, 3, 1, 2).astype(np.float32) / 255)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, shared_data):
-    """Return the trained default model if present, else an untrained stand-in checkpoint."""
-    if DEFAULT_MODEL.is_file():
-        return DEFAULT_MODEL
-    calib = read_frames(shared_data / "uav_unlabeled" / "car14.mp4", 6)
-    path = tmp_path_factory.mktemp("model") / "untrained_fused_r64.pt"
-    save_checkpoint(path, standin_model(calib), 64,
-                    meta={"note": "untrained stand-in for tests, BN calibrated"})
-    return path
+def model_path():
+    """Return the shipped default model (it is part of the package)."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.fail(f"{DEFAULT_MODEL} is missing: the package ships its default model")
+    return DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -127,8 +101,8 @@ def test_fused_model_equals_the_checkpoint_model(model_path, frames):
     scale = float(want.abs().max())
     assert float((got - want).abs().max()) <= 1e-5 * max(1.0, scale)
     # The engine with and without fusion agrees too.
-    a = SaliencyEngine(model_path, device="cpu", fuse=True).step(frames[0], 0.0).saliency
-    b = SaliencyEngine(model_path, device="cpu", fuse=False).step(frames[0], 0.0).saliency
+    a, b = (SaliencyEngine(model_path, device="cpu", backend="torch", fuse=fuse)
+            .step(frames[0], 0.0).saliency for fuse in (True, False))
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -348,13 +322,13 @@ class ListLogger:
 def test_device_selection(model_path):
     """Device auto picks CUDA if present, else CPU, with one log line; bad options fail."""
     log = ListLogger()
-    engine = SaliencyEngine(model_path, device="auto", logger=log)
+    engine = SaliencyEngine(model_path, device="auto", backend="torch", logger=log)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert engine.device == expected
     assert len(log.lines) == 1 and log.lines[0][1].startswith(f"device auto -> {expected}")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            SaliencyEngine(model_path, device="cuda")
+            SaliencyEngine(model_path, device="cuda", backend="torch")
     with pytest.raises(ValueError, match="backend"):
         SaliencyEngine(model_path, backend="tensorrt")
     with pytest.raises(ValueError, match="device"):

@@ -3,14 +3,13 @@
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
 from skd_saliency_ros.core.models import build_model
 from skd_saliency_ros.core.onnx_export import (INPUT_NAME, MIN_OPSET, OnnxExportError,
-                                               export_checkpoint, export_onnx)
+                                               export_checkpoint, export_onnx, ort_session)
 
 
 def real_batch(shared_data, resolution, count=4):
@@ -28,33 +27,17 @@ def real_batch(shared_data, resolution, count=4):
 
 
 @pytest.fixture(scope="module")
-def model(shared_data):
-    """Return (model, R): the trained default if present, else an untrained fused model.
-
-    The stand-in's BatchNorm statistics are measured on real frames so that its outputs
-    span a realistic range, which makes the 1e-4 comparison meaningful.
-    """
-    if DEFAULT_MODEL.is_file():
-        net, payload = load_checkpoint(DEFAULT_MODEL)
-        return net, int(payload["resolution"])
-    torch.manual_seed(0)
-    net = build_model("fused", "skd-paper-prior")
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    net.train()
-    with torch.no_grad():
-        net(torch.from_numpy(real_batch(shared_data, 64, count=6)))
-    return net.eval(), 64
+def model():
+    """Return the shipped default model and its resolution (it is part of the package)."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.fail(f"{DEFAULT_MODEL} is missing: the package ships its default model")
+    net, payload = load_checkpoint(DEFAULT_MODEL)
+    return net, int(payload["resolution"])
 
 
 def run_ort(path, batch):
     """Run an ONNX file on one CPU thread."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return session.run(None, {INPUT_NAME: batch})[0]
+    return ort_session(path, threads=1).run(None, {INPUT_NAME: batch})[0]
 
 
 def test_export_is_valid_and_matches_torch(model, shared_data, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from skd_saliency_ros.bags.bag_io import OutputBag, stamp_ns
-from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, save_checkpoint
+from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
 from skd_saliency_ros.core.processes import stop_process
 from skd_saliency_ros.bags.replay import main
 
@@ -24,20 +24,11 @@ STEP = 100_000_000          # 10 fps
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """Return the trained default model when it has landed, else a saved fused model.
-
-    The fallback is a real checkpoint file with random weights: replay's plumbing and the
-    metric equality do not depend on training.
-    """
-    if DEFAULT_MODEL.is_file():
-        return DEFAULT_MODEL
-    import torch
-
-    from skd_saliency_ros.core.models import build_model
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "fused_r64.pt"
-    return save_checkpoint(path, build_model("fused", "skd-paper-prior"), 64)
+def model_path():
+    """Return the shipped default model (it is part of the package)."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.fail(f"{DEFAULT_MODEL} is missing: the package ships its default model")
+    return DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

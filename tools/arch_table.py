@@ -75,8 +75,6 @@ def _describe(layer: Sequence) -> str:
     kind = layer[0]
     if kind == "conv":
         return f"conv {layer[2]}x{layer[2]}, stride {layer[3]}, {layer[1]} ch"
-    if kind == "dwconv":
-        return f"depthwise {layer[2]}x{layer[2]} /{layer[3]} + 1x1, {layer[1]} ch"
     if kind == "pool":
         return f"max-pool {layer[1]}x{layer[1]}, stride {layer[2]}"
     if kind == "lrn":
@@ -91,7 +89,7 @@ def _describe(layer: Sequence) -> str:
 
 def _size_after(layer: Sequence, size: int) -> int:
     kind = layer[0]
-    if kind in ("conv", "dwconv"):
+    if kind == "conv":
         return size // int(layer[3])
     if kind == "pool":
         return size // int(layer[2])

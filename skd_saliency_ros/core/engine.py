@@ -251,7 +251,8 @@ class SaliencyEngine:
         backend: "torch", or "onnxruntime" (a .pt checkpoint is exported once to an ONNX file
             cached under onnx_cache_dir(), keyed by the checkpoint's content), or "auto":
             onnxruntime on a CPU (2-3x faster than torch for this network at batch 1) when it
-            is installed, torch on CUDA; an .onnx model always runs on onnxruntime.
+            is installed, torch on CUDA (the default, as the node's); an .onnx model always
+            runs on onnxruntime.
         max_gap_s: larger stamp gaps reset the stream's state; None or math.inf disables.
         threads: CPU threads for inference (torch: process-wide torch.set_num_threads).
         logger: anything with .info/.warning (rclpy or logging); default logging.
@@ -259,7 +260,7 @@ class SaliencyEngine:
     Invalid options raise ValueError.
     """
 
-    def __init__(self, model_path=None, device: str = "auto", backend: str = "torch",
+    def __init__(self, model_path=None, device: str = "auto", backend: str = "auto",
                  max_gap_s: Optional[float] = 0.5, threads: Optional[int] = None, logger=None,
                  fuse: bool = True):
         self._log = logger if logger is not None else logging.getLogger(__name__)

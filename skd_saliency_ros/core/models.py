@@ -27,7 +27,6 @@ from skd_saliency_ros.core.errors import SkdError
 
 # Layer entries:
 #   ["conv", out_channels, kernel, stride]        conv + BN + ReLU ("same" padding)
-#   ["dwconv", out_channels, kernel, stride]      depthwise kxk + BN + ReLU, then 1x1 + BN + ReLU
 #   ["pool", kernel, stride]                      max-pool (padding kernel // 2)
 #   ["lrn", size]                                 local response normalisation
 #   ["deconv", out_channels, kernel, stride]      transposed conv (x stride) + BN + ReLU;
@@ -69,7 +68,7 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
 ARCHITECTURES["skd-paper-prior"] = dict(copy.deepcopy(ARCHITECTURES["skd-paper"]),
                                         prior="learned")
 
-# Speed variant (issue 5): same two streams, same fusion-by-concatenation, same
+# Speed variant: same two streams, same fusion-by-concatenation, same
 # distil-then-transfer training, but the layers were chosen for one CPU thread at batch 1.
 # Profiling skd-paper-prior at R=64 showed ~30 % of the time in LRN and ~20 % in the two
 # max-pools at full/half resolution, the rest in convs at 64x64 and the 64->128 conv at
@@ -94,7 +93,8 @@ ARCHITECTURES["skd-fast"] = {
     "prior_size": 16,
 }
 
-# skd-fast without the learned prior map: whether the prior earns its place (issue 9).
+# skd-fast without the learned prior map: whether the prior earns its place (it can learn
+# the layout of the training clips instead of what people look at).
 ARCHITECTURES["skd-fast-noprior"] = dict(copy.deepcopy(ARCHITECTURES["skd-fast"]),
                                          prior="none")
 
@@ -131,17 +131,15 @@ def downsampling_factor(layers: Sequence[Sequence[Any]]) -> int:
     factor = 1
     for layer in layers:
         kind = layer[0]
-        if kind in ("conv", "dwconv"):
+        if kind == "conv":
             factor *= int(layer[3])
         elif kind == "pool":
             factor *= int(layer[2])
     return factor
 
 
-def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int,
-                  groups: int = 1) -> List[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2,
-                      groups=groups, bias=False),
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int) -> List[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, bias=False),
             nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
@@ -159,11 +157,6 @@ def build_layers(in_ch: int, layers: Sequence[Sequence[Any]],
                 modules.append(nn.Conv2d(ch, out, k, s, padding=k // 2))
             else:
                 modules += _conv_bn_relu(ch, out, k, s)
-            ch = out
-        elif kind == "dwconv":
-            out, k, s = int(layer[1]), int(layer[2]), int(layer[3])
-            modules += _conv_bn_relu(ch, ch, k, s, groups=ch)
-            modules += _conv_bn_relu(ch, out, 1, 1)
             ch = out
         elif kind == "pool":
             k, s = int(layer[1]), int(layer[2])
@@ -227,14 +220,6 @@ class _SaliencyNet(nn.Module):
     @property
     def in_channels(self) -> int:
         return 3 * self.in_frames
-
-    def check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] < self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects (B, >={self.in_channels}, R, R), "
-                             f"got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if h % self.factor or w % self.factor:
-            raise ValueError(f"input size {h}x{w} is not a multiple of {self.factor}")
 
     def finish(self, out: torch.Tensor) -> torch.Tensor:
         return self.prior(out) if self.prior is not None else out
