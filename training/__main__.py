@@ -14,7 +14,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from skd_saliency_ros.core.errors import is_user_error
+from skd_saliency_ros.core.errors import run_reporting_user_errors
 
 STEPS = {
     "teach": ("training.teach", "compute and cache teacher maps for the data bundle"),
@@ -68,13 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      description=STEPS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    try:
-        return int(module.run(args) or 0)
-    except Exception as exc:  # noqa: BLE001 - only user errors (SkdError) become one line
-        if is_user_error(exc):
-            print(f"python -m training {name}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return run_reporting_user_errors(f"python -m training {name}", lambda: module.run(args))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Union
 
 from .datasets import DatasetError, VideoSource
-from .paths import REPO_ROOT, default_data_dir
+from .paths import REPO_ROOT, default_data_dir, file_sha1
 
 BUNDLE_MANIFEST = REPO_ROOT / "config" / "datasets" / "bundle.yaml"
 DATA_DIR_TOKEN = "{data_dir}"
@@ -175,7 +175,7 @@ def load_manifest(path: Union[str, Path, None] = None,
             sources[split].append(source)
             weights[source.name] = weight
     identity = {split: [{"name": s.name, "sha1": s.content_hash,
-                         "gaze_sha1": _file_sha1(s.gaze_path) if s.gaze_path else None,
+                         "gaze_sha1": file_sha1(s.gaze_path) if s.gaze_path else None,
                          "weight": weights[s.name], "fps": s.fps} for s in sources[split]]
                 for split in ("train", "val")}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -197,11 +197,3 @@ def default_sources(data_dir: Union[str, Path, None] = None) -> Dict[str, List[A
                                "(set SKD_DATA_DIR or --data-dir)")
     manifest = load_manifest(None, root)
     return {"train": manifest.train, "val": manifest.val}
-
-
-def _file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,3 +19,12 @@ def default_cache_dir() -> Path:
     """Teacher-map and frame cache: ``$SKD_CACHE_DIR``, else ``<repo>/.cache/skd`` (ignored)."""
     env = os.environ.get("SKD_CACHE_DIR")
     return Path(env) if env else REPO_ROOT / ".cache" / "skd"
+
+
+def file_sha1(path: Path) -> str:
+    """SHA-1 of a file's bytes, read in 1 MiB blocks (model files, gaze files)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

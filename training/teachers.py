@@ -10,7 +10,6 @@ into the keys of the teacher-map cache, so changing a parameter never reuses sta
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -20,6 +19,8 @@ import numpy as np
 
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.maps import minmax
+
+from .paths import file_sha1
 
 DEFAULT_SPATIAL = "spectral-residual"
 DEFAULT_TEMPORAL = "motion-homography"
@@ -243,14 +244,6 @@ class MotionHomographyTeacher(Teacher):
         return flow - expected
 
 
-def _file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class GenericTeacher(Teacher):
     """Any TorchScript (.pt/.pth/.ts/.jit) or ONNX (.onnx) saliency model named in a YAML file.
 
@@ -311,7 +304,7 @@ class GenericTeacher(Teacher):
         # The config identifies the computation, never where files happen to lie: the same
         # model and settings reached through another path or data directory reuse the cache.
         config = {"version": 2, "model_file": model_path.name,
-                  "model_sha1": _file_sha1(model_path), "input": inp, "output": out}
+                  "model_sha1": file_sha1(model_path), "input": inp, "output": out}
         super().__init__(name, kind, config)
         self.input_cfg, self.output_cfg = inp, out
         self._input_shape: Optional[list] = None
@@ -487,9 +480,9 @@ class GenericTeacher(Teacher):
             arr = arr[None] if cfg["layout"] == "nhwc" else arr.transpose(2, 0, 1)[None]
         return np.ascontiguousarray(arr, dtype=np.float32)
 
-    def _select(self, outputs) -> np.ndarray:
-        cfg = self.output_cfg
-        index = cfg["index"]
+    def _output(self, outputs) -> np.ndarray:
+        """Return the output named by ``output.index`` (a position or an ONNX output name)."""
+        index = self.output_cfg["index"]
         if isinstance(index, str):
             names = getattr(self, "_onnx_outputs", None)
             if names is None or index not in names:
@@ -499,7 +492,12 @@ class GenericTeacher(Teacher):
         if not 0 <= int(index) < len(outputs):
             raise TeacherError(f"{self.yaml_path}: output.index {index} but "
                                f"{self.model_path} returned {len(outputs)} output(s)")
-        out = np.asarray(outputs[int(index)], dtype=np.float32)
+        return np.asarray(outputs[int(index)], dtype=np.float32)
+
+    def _select(self, outputs) -> np.ndarray:
+        cfg = self.output_cfg
+        out = self._output(outputs)
+        raw_shape = tuple(out.shape)
         if out.ndim == 5 and out.shape[0] == 1:  # (1, C, T, H, W): last time step
             out = out[:, :, -1]
         if out.ndim == 4 and out.shape[0] == 1:
@@ -513,7 +511,7 @@ class GenericTeacher(Teacher):
             out = out[0]
         if out.ndim != 2:
             raise TeacherError(f"{self.model_path}: cannot read a 2-D map from output shape "
-                               f"{tuple(np.shape(outputs[int(index)]))} (see output.* keys "
+                               f"{raw_shape} (see output.* keys "
                                f"in {self.yaml_path})")
         if cfg["activation"] == "sigmoid":
             out = 1.0 / (1.0 + np.exp(-np.clip(out, -60, 60)))
@@ -550,17 +548,7 @@ class GenericTeacher(Teacher):
         last frame.  Raw model values (after ``output.activation``), not normalised yet.
         """
         outputs = self._call_model(np.ascontiguousarray(clips, dtype=np.float32))
-        index = self.output_cfg["index"]
-        if isinstance(index, str):
-            names = getattr(self, "_onnx_outputs", None) or []
-            if index not in names:
-                raise TeacherError(f"{self.yaml_path}: output.index {index!r} is not an "
-                                   f"output name of {self.model_path} (outputs: {names})")
-            index = names.index(index)
-        if not 0 <= int(index) < len(outputs):
-            raise TeacherError(f"{self.yaml_path}: output.index {index} but "
-                               f"{self.model_path} returned {len(outputs)} output(s)")
-        out = np.asarray(outputs[int(index)], dtype=np.float32)
+        out = self._output(outputs)
         batch, window = clips.shape[0], clips.shape[2]
         ch = int(self.output_cfg["channel"])
         if self.output_cfg["per_frame"]:

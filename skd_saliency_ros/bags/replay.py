@@ -33,8 +33,7 @@ import numpy as np
 from skd_saliency_ros.bags.bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE,
                                           STORAGES, InputBag, check_output_path, decode_rgb,
                                           make_bag, stamp_ns)
-from skd_saliency_ros.core.errors import is_user_error
-from skd_saliency_ros.ros.outputs import saliency_size
+from skd_saliency_ros.core.errors import run_reporting_user_errors
 from skd_saliency_ros.ros.params import BACKENDS, DEVICES, SPECS
 from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError,
                                                  input_storage, load_sequence_gaze,
@@ -124,40 +123,15 @@ class FrameOutputs:
 
     def build(self, result, image_size, header_stamp: int, frame_id: str, camera_info):
         """Return {suffix: (msgtype, cdr bytes)} for saliency, peaks and (with K) bearings."""
-        from skd_saliency_ros.core.engine import upsample
-        from skd_saliency_ros.ros.image_io import numpy_to_image
-        from skd_saliency_ros.ros.outputs import bearings_msg, peaks_msg
-        from skd_saliency_ros.core.peaks import find_peaks
+        from skd_saliency_ros.ros.outputs import frame_messages
+
         s = self.settings
-        width, height = image_size
-        out_w, out_h = saliency_size(width, height, float(s.output_scale))
-        header = _ros_header(header_stamp, frame_id)
-        sal = upsample(result.saliency, (out_h, out_w))
-        peaks = find_peaks(result.saliency, (width, height), top_k=int(s.top_k),
-                           nms_radius=float(s.nms_radius), min_score=float(s.min_score))
-        msgs = {"saliency": (SALIENCY_TYPE, numpy_to_image(sal, "32FC1", header)),
-                "peaks": (POSE_ARRAY_TYPE, peaks_msg(header, peaks))}
-        rays = bearings_for(peaks, camera_info, width, height)
-        if rays is not None:
-            msgs["bearings"] = (POSE_ARRAY_TYPE, bearings_msg(header, rays))
-        return {k: (t, self._serialize(m)) for k, (t, m) in msgs.items()}, peaks
-
-
-def bearings_for(peaks, info, width: int, height: int) -> Optional[np.ndarray]:
-    """Bearing rays of ``peaks`` as the node computes them, or None where it publishes none.
-
-    None: no CameraInfo, a CameraInfo of another image size, or an unusable K or D.
-    """
-    from skd_saliency_ros.core.peaks import pixels_to_bearings
-    if info is None or (int(info.width), int(info.height)) not in ((0, 0), (width, height)):
-        return None
-    if not peaks:
-        return np.zeros((0, 3))
-    try:
-        return pixels_to_bearings([[p.x, p.y] for p in peaks], np.asarray(info.k),
-                                  np.asarray(info.d), info.distortion_model)
-    except ValueError:
-        return None
+        out = frame_messages(result.saliency, image_size, _ros_header(header_stamp, frame_id),
+                             camera_info, s.output_scale, s.top_k, s.nms_radius, s.min_score)
+        msgs = {"saliency": (SALIENCY_TYPE, out.saliency), "peaks": (POSE_ARRAY_TYPE, out.peaks)}
+        if out.bearings is not None:
+            msgs["bearings"] = (POSE_ARRAY_TYPE, out.bearings)
+        return {k: (t, self._serialize(m)) for k, (t, m) in msgs.items()}, out.peak_list
 
 
 # --------------------------------------------------------------------------- gaze matching
@@ -483,16 +457,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             argv = argv[1:]
         args, func = _run_parser().parse_args(argv), run
     try:
-        return func(args)
+        return run_reporting_user_errors(PROG, lambda: func(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no output bag was left under the final name",
               file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - only user-error types are turned into one line
-        if is_user_error(exc):
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ A missing file (``FileNotFoundError``) is the user's too.
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class SkdError(Exception):
     """Base class of every user-facing error of skd_saliency_ros and its tools."""
@@ -21,3 +24,17 @@ class StartupError(SkdError, RuntimeError):
 def is_user_error(exc: BaseException) -> bool:
     """Return True when ``exc`` should be reported as one line instead of a traceback."""
     return isinstance(exc, (SkdError, FileNotFoundError))
+
+
+def run_reporting_user_errors(prog: str, func: Callable[[], int]) -> int:
+    """Run a command's body: a user error prints ``<prog>: error: ...`` and returns 2.
+
+    Any other exception is a bug and propagates with its traceback.
+    """
+    try:
+        return int(func() or 0)
+    except Exception as exc:  # noqa: BLE001 - only user errors (SkdError) become one line
+        if is_user_error(exc):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        raise

@@ -32,13 +32,13 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
+from skd_saliency_ros.core.engine import upsample
 from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.ros import params as P
 from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image, image_to_rgb8,
                                            numpy_to_image)
-from skd_saliency_ros.ros.outputs import (CameraStats, bearings_msg, diagnostic_status,
-                                          overlay_bgr, peaks_msg, saliency_size)
-from skd_saliency_ros.core.peaks import find_peaks, pixels_to_bearings
+from skd_saliency_ros.ros.outputs import (CameraStats, diagnostic_status, frame_messages,
+                                          overlay_bgr)
 
 NODE_NAME = "saliency_node"
 SHUTDOWN_TIMEOUT_S = 10.0  # clean-up budget after Ctrl-C before a forced exit
@@ -318,20 +318,21 @@ class SaliencyNode(Node):
                 self._publish(w, result)
 
     def _publish(self, w: _Work, result) -> None:
-        from skd_saliency_ros.core.engine import upsample
         cam, msg, settings = w.cam, w.msg, self._settings
         height, width = w.rgb.shape[:2]
-        out_w, out_h = saliency_size(width, height, settings.output_scale)
-        sal_out = upsample(result.saliency, (out_h, out_w))
-        cam.pub_saliency.publish(numpy_to_image(sal_out, "32FC1", msg.header))
-        peaks = find_peaks(result.saliency, (width, height), top_k=settings.top_k,
-                           nms_radius=settings.nms_radius, min_score=settings.min_score)
-        cam.pub_peaks.publish(peaks_msg(msg.header, peaks))
-        self._publish_bearings(cam, msg, peaks, width, height)
+        out = frame_messages(result.saliency, (width, height), msg.header, cam.info,
+                             settings.output_scale, settings.top_k, settings.nms_radius,
+                             settings.min_score)
+        cam.pub_saliency.publish(out.saliency)
+        cam.pub_peaks.publish(out.peaks)
+        if out.bearings is not None:
+            cam.pub_bearings.publish(out.bearings)
+        elif out.no_bearings_reason:
+            self._warn(cam, "camera_info", f"no bearings: {out.no_bearings_reason}")
         if cam.pub_overlay.get_subscription_count() > 0:
-            full = sal_out if (out_h, out_w) == (height, width) else \
+            full = out.saliency_array if out.saliency_array.shape == (height, width) else \
                 upsample(result.saliency, (height, width))
-            blend = overlay_bgr(w.rgb, full, settings.overlay_alpha, peaks)
+            blend = overlay_bgr(w.rgb, full, settings.overlay_alpha, out.peak_list)
             cam.pub_overlay.publish(numpy_to_image(blend, "bgr8", msg.header))
         reason = result.reset_reason
         with self._cond:
@@ -346,25 +347,6 @@ class SaliencyNode(Node):
             self._warn(cam, "reset", f"temporal state reset: {reason} (resets so far: "
                        f"{stats.resets}; see /diagnostics)", level="info")
 
-    def _publish_bearings(self, cam: _Camera, msg: Image, peaks, width: int,
-                          height: int) -> None:
-        info = cam.info
-        if info is None:
-            return
-        if (info.width, info.height) not in ((0, 0), (width, height)):
-            self._warn(cam, "camera_info",
-                       f"no bearings: CameraInfo is for {info.width}x{info.height} images, "
-                       f"the image is {width}x{height}")
-            return
-        try:
-            rays = pixels_to_bearings([[p.x, p.y] for p in peaks], info.k, info.d,
-                                      info.distortion_model) if peaks else np.zeros((0, 3))
-        except ValueError as exc:
-            self._warn(cam, "camera_info", f"no bearings: {exc}")
-            return
-        cam.pub_bearings.publish(bearings_msg(msg.header, rays))
-
-    # ----------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()

@@ -1,7 +1,9 @@
-"""What the node publishes besides the map: peaks, bearings, overlay, diagnostics.
+"""What the node publishes for a frame: map, peaks, bearings, overlay, diagnostics.
 
 Plain functions from numpy/engine results to standard ROS messages, so that the field
-mapping documented in the README lives in one place:
+mapping documented in the README lives in one place.  ``frame_messages`` is the one path
+from an engine result to the output messages: the node publishes them, offline replay
+writes the same messages into its bag.
 
 * ``~/peaks`` (geometry_msgs/PoseArray): one pose per peak, best first;
   ``position.x, position.y`` = peak in input-image pixels (x right, y down, origin at the
@@ -16,12 +18,16 @@ mapping documented in the README lives in one place:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseArray
+
+from skd_saliency_ros.core.engine import upsample
+from skd_saliency_ros.core.peaks import find_peaks, pixels_to_bearings
+from skd_saliency_ros.ros.image_io import numpy_to_image
 
 
 def saliency_size(width: int, height: int, scale: float) -> Tuple[int, int]:
@@ -62,6 +68,54 @@ def bearings_msg(header, rays: np.ndarray) -> PoseArray:
          pose.orientation.w) = _x_to_ray(ray)
         msg.poses.append(pose)
     return msg
+
+
+@dataclass
+class FrameMessages:
+    """One frame's outputs: the messages, the peaks, and why there are no bearings."""
+
+    saliency: object                     # sensor_msgs/Image 32FC1 at output_scale
+    peaks: PoseArray
+    peak_list: list
+    bearings: Optional[PoseArray] = None
+    no_bearings_reason: Optional[str] = None  # set when a CameraInfo exists but is unusable
+    saliency_array: Optional[np.ndarray] = field(default=None, repr=False)
+
+
+def bearings_or_reason(peaks, info, width: int, height: int):
+    """Return (rays, None), or (None, why) when ``info`` cannot give rays for this image.
+
+    No CameraInfo: (None, None), nothing to say.  A CameraInfo for another image size, or
+    with an unusable K or D: (None, reason), which the node warns about.
+    """
+    if info is None:
+        return None, None
+    if (int(info.width), int(info.height)) not in ((0, 0), (width, height)):
+        return None, (f"CameraInfo is for {info.width}x{info.height} images, the image is "
+                      f"{width}x{height}")
+    if not peaks:
+        return np.zeros((0, 3)), None
+    try:
+        return pixels_to_bearings([[p.x, p.y] for p in peaks], np.asarray(info.k),
+                                  np.asarray(info.d), info.distortion_model), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, camera_info,
+                   output_scale: float, top_k: int, nms_radius: float,
+                   min_score: float) -> FrameMessages:
+    """Build the output messages of one engine result (R x R map) for a width x height image."""
+    width, height = image_size
+    out_w, out_h = saliency_size(width, height, float(output_scale))
+    sal_out = upsample(saliency, (out_h, out_w))
+    peaks = find_peaks(saliency, (width, height), top_k=int(top_k),
+                       nms_radius=float(nms_radius), min_score=float(min_score))
+    rays, reason = bearings_or_reason(peaks, camera_info, width, height)
+    return FrameMessages(
+        saliency=numpy_to_image(sal_out, "32FC1", header), peaks=peaks_msg(header, peaks),
+        peak_list=peaks, bearings=None if rays is None else bearings_msg(header, rays),
+        no_bearings_reason=reason, saliency_array=sal_out)
 
 
 def overlay_bgr(rgb: np.ndarray, saliency: np.ndarray, alpha: float,

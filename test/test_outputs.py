@@ -1,0 +1,55 @@
+"""frame_messages: the one path from an engine result to the node's and replay's messages."""
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
+
+from skd_saliency_ros.ros.outputs import frame_messages
+
+
+def _info(d, model="plumb_bob", size=(640, 480)):
+    info = CameraInfo(width=size[0], height=size[1], distortion_model=model)
+    info.k = [500.0, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]
+    info.d = list(d)
+    return info
+
+
+@pytest.fixture()
+def blob():
+    """Return a 64 x 64 map with one clear peak right of centre."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    return np.exp(-((xx - 40.0) ** 2 + (yy - 30.0) ** 2) / 20.0).astype(np.float32)
+
+
+def test_messages_carry_header_sizes_and_unit_rays(blob):
+    """Saliency at output_scale, peaks in pixels, unit bearings in the optical frame."""
+    header = Header(frame_id="cam_optical")
+    out = frame_messages(blob, (640, 480), header, _info([0.0] * 5), 0.25, 5, 0.1, 0.3)
+    assert (out.saliency.width, out.saliency.height, out.saliency.encoding) == (160, 120,
+                                                                                "32FC1")
+    assert out.saliency.header.frame_id == "cam_optical" and len(out.peaks.poses) == 1
+    ray = out.bearings.poses[0].position
+    assert np.isclose(np.linalg.norm([ray.x, ray.y, ray.z]), 1.0) and ray.x > 0
+    assert out.no_bearings_reason is None
+
+
+@pytest.mark.parametrize("d,model,why", [
+    ([0.1, np.nan, 0, 0, 0], "plumb_bob", "distortion D must be finite"),
+    ([0.1, np.inf, 0, 0], "equidistant", "distortion D must be finite"),
+    ([0.1, 0, 0, 0, 0], "weird_model", "not supported"),
+])
+def test_unusable_calibration_gives_no_rays_and_a_reason(blob, d, model, why):
+    """Never a NaN or wrong ray: no bearings message, and the reason the node warns with."""
+    out = frame_messages(blob, (640, 480), Header(), _info(d, model), 0.25, 5, 0.1, 0.3)
+    assert out.bearings is None and why in out.no_bearings_reason
+    assert len(out.peaks.poses) == 1  # the rest of the outputs are unaffected
+
+
+def test_camera_info_of_another_size_is_refused(blob):
+    """A CameraInfo for 1280x720 says nothing about a 640x480 image."""
+    out = frame_messages(blob, (640, 480), Header(), _info([0.0] * 5, size=(1280, 720)),
+                         1.0, 5, 0.1, 0.3)
+    assert out.bearings is None and "CameraInfo is for 1280x720" in out.no_bearings_reason
+    out = frame_messages(blob, (640, 480), Header(), None, 1.0, 5, 0.1, 0.3)
+    assert out.bearings is None and out.no_bearings_reason is None  # no CameraInfo: silent
