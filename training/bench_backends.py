@@ -208,12 +208,14 @@ class CellRunner:
         """Export the model once per resolution with the runtime engineer's exporter."""
         key = (bench_model.label, resolution)
         if key not in self._onnx:
+            from skd_saliency_ros.core.models import fuse_for_inference
             from skd_saliency_ros.core.onnx_export import export_onnx
 
             path = self.workdir / f"{bench_model.label}_r{resolution}.onnx"
             try:
-                export_onnx(bench_model.model, path, resolution, dynamic_batch=True,
-                            overwrite=True)
+                # the fused copy, as export_checkpoint writes it for the engine
+                export_onnx(fuse_for_inference(bench_model.model, resolution), path,
+                            resolution, dynamic_batch=True, overwrite=True)
             except Exception as exc:  # the exporter raises its own and torch's errors
                 raise BenchError(f"model '{bench_model.label}': ONNX export at R={resolution} "
                                  f"failed: {type(exc).__name__}: {exc}") from exc
@@ -229,7 +231,7 @@ class CellRunner:
         if backend == "torch":
             # what SaliencyEngine(backend="torch") runs: the fused copy (BN folded, LRN as a
             # 1x1 conv, constant prior), channels-last input
-            from skd_saliency_ros.core.engine import fuse_for_inference
+            from skd_saliency_ros.core.models import fuse_for_inference
 
             torch.set_num_threads(threads)
             model = fuse_for_inference(bench_model.model, resolution).to(

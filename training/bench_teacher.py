@@ -57,13 +57,13 @@ def _teacher_runner(spec: str):
 def _student_runner(name: str, workdir: Path):
     from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
     from skd_saliency_ros.core.models import count_parameters
-    from skd_saliency_ros.core.onnx_export import export_onnx, ort_session
+    from skd_saliency_ros.core.onnx_export import export_checkpoint, ort_session
 
     path = DEFAULT_MODEL if name == "default" else Path(name)
     model, payload = load_checkpoint(path)
     r = int(payload["resolution"])
     onnx = workdir / f"{path.stem}.onnx"
-    export_onnx(model, onnx, r)
+    export_checkpoint(path, onnx)  # the file the engine runs (fused for inference)
     sess = ort_session(onnx, threads=1)
     x = np.random.default_rng(0).random((1, model.in_channels, r, r), dtype=np.float32)
     in_name = sess.get_inputs()[0].name
