@@ -299,7 +299,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="only the first N images")
     p.add_argument("--batch", type=int, default=64,
                    help="offline: frames per batched inference (default %(default)s, the "
-                        "training evaluate step's, so both compute bit-identical maps)")
+                        "training evaluate step's batch)")
     p.add_argument("--live", action="store_true",
                    help="play into DDS at recorded speed and record a running node's answers")
     p.add_argument("--rate", type=float, default=1.0, help="live: playback speed factor")
