@@ -217,3 +217,24 @@ def test_architecture_doc_in_sync():
                            "--check"], cwd=REPO_ROOT, env=_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_soak_smoke_two_cameras(tmp_path, fast_checkpoint, shared_data):
+    """A 15-second soak with two cameras: RSS sampled, every frame accounted for, doc written."""
+    out, doc = tmp_path / "soak.json", tmp_path / "RELIABILITY.md"
+    doc.write_text("# Reliability\n")
+    proc = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0.25",
+                           "--cameras", "2", "--sample-s", "3", "--model",
+                           str(fast_checkpoint), "--json", str(out), "--doc", str(doc)],
+                          cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["cameras"] == 2 and len(run["rss_series"]) >= 5 and run["rss_end_mb"] > 50
+    assert run["sent"] > 100 and run["answered"] + run["dropped"] == run["sent"]
+    text = doc.read_text()
+    assert "<!-- bench:soak:begin -->" in text and "| 2 | 1280x720 @ 30 Hz" in text
+    assert (tmp_path / "soak_rss.png").stat().st_size > 1000
+    bad = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0"],
+                         cwd=REPO_ROOT, env=_env(), capture_output=True, text=True)
+    assert bad.returncode == 2 and "--minutes and --sample-s must be > 0" in bad.stderr
