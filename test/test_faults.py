@@ -1,0 +1,107 @@
+"""Fault cases: hostile model files everywhere one is accepted, gaze with nothing usable.
+
+A hostile checkpoint is a real ``torch.save`` file whose pickle would run a command when
+loaded without ``weights_only`` (here: create a marker file).  Every entry point that takes
+a model file must refuse it with one line naming the file, exit 2 (1 for the node, which
+stops with a FATAL line), never run it, and never advise ``weights_only=False``.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skd_saliency_ros.bags.replay import main as replay_main
+from training.__main__ import main as training_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _Payload:
+    """Unpickling this calls os.system: what a hostile model file would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture()
+def hostile(tmp_path):
+    """Return (hostile .pt path, marker path that must never appear)."""
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "hostile.pt"
+    torch.save({"kind": "fused", "state_dict": {}, "x": _Payload(marker)}, path)
+    return path, marker
+
+
+def _check(err: str, path: Path, marker: Path):
+    assert str(path) in err and "weights_only=False" not in err and "Traceback" not in err, err
+    assert not marker.exists(), "the hostile pickle ran"
+
+
+def test_hostile_checkpoint_refused_by_training_steps(hostile, shared_data, tmp_path, capsys):
+    """evaluate, export and transfer refuse it without running it."""
+    path, marker = hostile
+    calls = [
+        ["evaluate", "--video", str(shared_data / "uav_gaze" / "group2.mp4"), "--gaze",
+         str(shared_data / "uav_gaze" / "group2_gaze.npz"), "--models", str(path),
+         "--max-frames", "2", "--no-progress"],
+        ["export", "--model", str(path), "--out", str(tmp_path / "x.onnx")],
+        ["transfer", "--spatial", str(path), "--temporal", str(path), "--steps", "1",
+         "-o", str(tmp_path / "t.pt"), "--no-progress"],
+    ]
+    for argv in calls:
+        assert training_main(argv) == 2, argv[0]
+        err = capsys.readouterr().err
+        _check(err, path, marker)
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_hostile_checkpoint_refused_by_replay(hostile, shared_data, tmp_path, capsys):
+    """saliency_replay --model refuses it before reading the bag."""
+    path, marker = hostile
+    bag = tmp_path / "bag"
+    assert replay_main(["make-bag", "--video", str(shared_data / "uav_gaze" / "car10.mp4"),
+                        "--out", str(bag), "--max-frames", "3", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert replay_main([str(bag), "--model", str(path), "--no-output"]) == 2
+    _check(capsys.readouterr().err, path, marker)
+
+
+def test_hostile_checkpoint_stops_the_node(hostile, ros_env):
+    """The node stops at start-up with one FATAL line naming the file; the pickle never runs."""
+    path, marker = hostile
+    proc = subprocess.run(
+        [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args", "--params-file",
+         str(REPO / "config" / "saliency.yaml"), "-p", f"model_path:={path}"],
+        cwd=REPO, env=ros_env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    fatal = [line for line in out.splitlines() if "FATAL" in line or "ERROR" in line]
+    assert len(fatal) == 1 and str(path) in fatal[0], out
+    _check(out, path, marker)
+
+
+def test_replay_with_unusable_gaze_exits_2(shared_data, tmp_path, capsys):
+    """A gaze file whose fixations are all NaN: one line naming it, exit 2, no output bag."""
+    bag = tmp_path / "bag"
+    assert replay_main(["make-bag", "--video", str(shared_data / "uav_gaze" / "car10.mp4"),
+                        "--out", str(bag), "--max-frames", "3", "--no-progress"]) == 0
+    with np.load(shared_data / "uav_gaze" / "car10_gaze.npz") as g:
+        arrays = {k: g[k] for k in g.files}
+    arrays["fix_xy"] = np.full_like(arrays["fix_xy"], np.nan)
+    gaze = tmp_path / "nan_gaze.npz"
+    np.savez(gaze, **arrays)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert replay_main([str(bag), "--gaze", str(gaze), "--out", str(out),
+                        "--match", "stamp"]) == 2
+    err = capsys.readouterr().err
+    assert "nan_gaze.npz: no usable fixation" in err and "Traceback" not in err, err
+    assert not out.exists()
