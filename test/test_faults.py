@@ -6,6 +6,7 @@ a model file must refuse it with one line naming the file, exit 2 (1 for the nod
 stops with a FATAL line), never run it, and never advise ``weights_only=False``.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,57 @@ def test_replay_with_unusable_gaze_exits_2(shared_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nan_gaze.npz: no usable fixation" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_camera_killed_and_restarted_then_ctrl_c_under_load(ros_env):
+    """Serve again after the camera dies and comes back; Ctrl-C under load ends it in 2 s.
+
+    Load: 30 Hz of 1280x720 frames; the node must exit with code 0.
+    """
+    import time
+
+    from skd_saliency_ros.core.processes import LoggedProcess
+
+    env = dict(ros_env, FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_shm.xml"))
+
+    def role(*args):
+        return LoggedProcess([sys.executable, "-m", "bench.node_bench_roles", *args], env,
+                             cwd=REPO)
+
+    def camera(seconds):
+        return role("camera", "--topic", "/cam/image", "--width", "1280", "--height", "720",
+                    "--rate", "30", "--duration", str(seconds), "--frames", "10")
+
+    probe = role("probe", "--topic", "/saliency_node/saliency")
+    node = LoggedProcess([sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args",
+                          "--params-file", str(REPO / "config" / "saliency.yaml"),
+                          "-r", "image:=/cam/image"], env, cwd=REPO)
+    procs = [probe, node]
+    try:
+        assert probe.wait_for_line("ready", 60) and node.wait_for_line("serving", 120), \
+            node.output[-2000:]
+        first = camera(30)
+        procs.append(first)
+        assert first.wait_for_line("publishing", 60)
+        time.sleep(3)
+        first.proc.kill()  # the camera driver crashes: no goodbye
+        first.proc.wait(timeout=10)
+        time.sleep(2)
+        second = camera(4)
+        procs.append(second)
+        assert second.wait_for_line("publishing", 60)
+        second.proc.wait(timeout=30)
+        time.sleep(1)
+        sent_again = set(json.loads(second.lines[-1])["sent_ns"])
+        start = time.monotonic()
+        code = node.stop(timeout=10)
+        took = time.monotonic() - start
+        assert code == 0 and took <= 2.0, (code, took, node.output[-2000:])
+        probe.stop()
+        answered = {stamp for stamp, _ in json.loads(probe.lines[-1])["pairs_ns"]}
+        # after the restart the node answers the new camera's frames (not all: its queue
+        # holds only the newest frame while inference runs)
+        assert len(answered & sent_again) >= 0.5 * len(sent_again), node.output[-2000:]
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
