@@ -90,7 +90,7 @@ class Client:
                  image_topic: str = "/image", info_topic: str = "/camera_info"):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseArray
+        from geometry_msgs.msg import PoseArray, Vector3Stamped
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
@@ -105,7 +105,8 @@ class Client:
         self.received: Dict[str, List] = defaultdict(list)
         self.subs = {}
         for name, kind in (("saliency", Image), ("peaks", PoseArray),
-                           ("bearings", PoseArray), ("overlay", Image)):
+                           ("bearings", PoseArray), ("overlay", Image),
+                           ("target", Vector3Stamped)):
             self.subs[name] = self.node.create_subscription(
                 kind, f"{node_ns}/{name}", lambda m, n=name: self._store(n, m), reliable)
         self.subs["diagnostics"] = self.node.create_subscription(

@@ -47,7 +47,7 @@ def person11(shared_data):
 
 
 def test_stream_outputs_one_per_frame(ros_env, person11):
-    """Saliency, peaks, bearings, overlay: one each per input, same header, valid content."""
+    """Saliency, peaks, bearings, overlay, target: one each per input, same header, valid."""
     env = node_env(ros_env)
     model = model_params()
     node = NodeProcess(env, params=model)
@@ -60,11 +60,11 @@ def test_stream_outputs_one_per_frame(ros_env, person11):
         for k, frame in enumerate(person11):
             msg = make_image(frame, "bgr8", 1000.0 + PERIOD_S * k, FRAME_ID)
             _send_and_wait(client, node, msg, info,
-                           outputs=("saliency", "peaks", "bearings", "overlay"))
+                           outputs=("saliency", "peaks", "bearings", "overlay", "target"))
             sent.append(msg)
         time.sleep(0.5)  # anything extra would arrive now
         stamps = [stamp_of(m) for m in sent]
-        for name in ("saliency", "peaks", "bearings", "overlay"):
+        for name in ("saliency", "peaks", "bearings", "overlay", "target"):
             got = client.by_stamp(name)
             assert sorted(got) == sorted(stamps), f"{name}: stamps differ from the inputs"
             assert all(len(v) == 1 for v in got.values()), f"{name}: duplicate outputs"
@@ -104,6 +104,12 @@ def test_stream_outputs_one_per_frame(ros_env, person11):
                 # The ray projects back onto the peak through K.
                 assert abs(500.0 * ray[0] / ray[2] + (width - 1) / 2 - p.position.x) < 1e-3
                 assert abs(500.0 * ray[1] / ray[2] + (height - 1) / 2 - p.position.y) < 1e-3
+
+            target = client.by_stamp("target")[stamp_of(msg)][0]
+            assert target.header.frame_id == FRAME_ID
+            best = bearings.poses[0].position
+            got = (target.vector.x, target.vector.y, target.vector.z)
+            assert got == (best.x, best.y, best.z)
 
             overlay = over_by[stamp_of(msg)][0]
             assert (overlay.encoding, overlay.height, overlay.width) == ("bgr8", height, width)

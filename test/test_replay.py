@@ -145,9 +145,19 @@ def test_offline_output_bag_counts_stamps_and_types(offline, bag):
         "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
         f"{NS}/saliency": "sensor_msgs/msg/Image",
         f"{NS}/peaks": "geometry_msgs/msg/PoseArray",
-        f"{NS}/bearings": "geometry_msgs/msg/PoseArray"}
+        f"{NS}/bearings": "geometry_msgs/msg/PoseArray",
+        f"{NS}/target": "geometry_msgs/msg/Vector3Stamped"}
     stamps = [T0 + k * STEP for k in range(N_FRAMES)]
+    # ~/target: the best bearing, on exactly the frames that have a peak
+    best = {stamp_ns(b.header.stamp): b.poses[0].position for _, b in dst[f"{NS}/bearings"][1]
+            if b.poses}
+    targets = {stamp_ns(t.header.stamp): t.vector for _, t in dst[f"{NS}/target"][1]}
+    assert sorted(targets) == sorted(best) and best
+    for stamp, vec in targets.items():
+        assert (vec.x, vec.y, vec.z) == (best[stamp].x, best[stamp].y, best[stamp].z)
     for topic in dst:
+        if topic == f"{NS}/target":
+            continue
         msgs = dst[topic][1]
         assert [ns for ns, _ in msgs] == stamps, topic
         assert [stamp_ns(m.header.stamp) for _, m in msgs] == stamps, topic

@@ -44,6 +44,7 @@ from skd_saliency_ros.core.processes import request_stop
 DEFAULT_NS = "/saliency_node"
 SALIENCY_TYPE = IMAGE_TYPE
 POSE_ARRAY_TYPE = "geometry_msgs/msg/PoseArray"
+VECTOR3_STAMPED_TYPE = "geometry_msgs/msg/Vector3Stamped"
 MATCHES = ("index", "stamp")
 
 
@@ -131,6 +132,8 @@ class FrameOutputs:
         msgs = {"saliency": (SALIENCY_TYPE, out.saliency), "peaks": (POSE_ARRAY_TYPE, out.peaks)}
         if out.bearings is not None:
             msgs["bearings"] = (POSE_ARRAY_TYPE, out.bearings)
+        if out.target is not None:
+            msgs["target"] = (VECTOR3_STAMPED_TYPE, out.target)
         return {k: (t, self._serialize(m)) for k, (t, m) in msgs.items()}, out.peak_list
 
 

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseArray
+from geometry_msgs.msg import PoseArray, Vector3Stamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -56,6 +56,7 @@ class _Camera:
     pub_saliency: object = None
     pub_peaks: object = None
     pub_bearings: object = None
+    pub_target: object = None
     pub_overlay: object = None
     pending: Optional[Tuple[Image, float]] = None
     info: Optional[CameraInfo] = None
@@ -165,6 +166,7 @@ class SaliencyNode(Node):
             cam.pub_saliency = self.create_publisher(Image, prefix + "saliency", qos_out)
             cam.pub_peaks = self.create_publisher(PoseArray, prefix + "peaks", qos_out)
             cam.pub_bearings = self.create_publisher(PoseArray, prefix + "bearings", qos_out)
+            cam.pub_target = self.create_publisher(Vector3Stamped, prefix + "target", qos_out)
             cam.pub_overlay = self.create_publisher(Image, prefix + "overlay", qos_out)
             self.create_subscription(Image, image_topic,
                                      lambda msg, c=cam: self._on_image(c, msg), qos_in)
@@ -327,6 +329,8 @@ class SaliencyNode(Node):
         cam.pub_peaks.publish(out.peaks)
         if out.bearings is not None:
             cam.pub_bearings.publish(out.bearings)
+        if out.target is not None:
+            cam.pub_target.publish(out.target)
         elif out.no_bearings_reason:
             self._warn(cam, "camera_info", f"no bearings: {out.no_bearings_reason}")
         if cam.pub_overlay.get_subscription_count() > 0:

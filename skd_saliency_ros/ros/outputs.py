@@ -13,6 +13,9 @@ writes the same messages into its bag.
   ray (x, y, z) in the camera optical frame of ``header.frame_id`` (REP 103: x right, y down,
   z forward); ``orientation`` rotates the frame's +x axis onto the ray (RViz draws an arrow
   along the ray).
+* ``~/target`` (geometry_msgs/Vector3Stamped): the best peak's unit ray, in the same frame:
+  a direction tf2 can transform (``tf2_geometry_msgs.do_transform_vector3``), published only
+  when there is a peak and a usable CameraInfo.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Pose, PoseArray
+from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
 
 from skd_saliency_ros.core.engine import upsample
 from skd_saliency_ros.core.peaks import find_peaks, pixels_to_bearings
@@ -79,6 +82,7 @@ class FrameMessages:
     peak_list: list
     bearings: Optional[PoseArray] = None
     no_bearings_reason: Optional[str] = None  # set when a CameraInfo exists but is unusable
+    target: Optional[Vector3Stamped] = None   # the best peak's ray (needs a peak and rays)
     saliency_array: Optional[np.ndarray] = field(default=None, repr=False)
 
 
@@ -115,7 +119,15 @@ def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, ca
     return FrameMessages(
         saliency=numpy_to_image(sal_out, "32FC1", header), peaks=peaks_msg(header, peaks),
         peak_list=peaks, bearings=None if rays is None else bearings_msg(header, rays),
-        no_bearings_reason=reason, saliency_array=sal_out)
+        no_bearings_reason=reason, saliency_array=sal_out,
+        target=target_msg(header, rays[0]) if rays is not None and len(rays) else None)
+
+
+def target_msg(header, ray: np.ndarray) -> Vector3Stamped:
+    """Build the ~/target message: the unit ray of the best peak in the camera frame."""
+    msg = Vector3Stamped(header=header)
+    msg.vector.x, msg.vector.y, msg.vector.z = (float(v) for v in ray)
+    return msg
 
 
 def overlay_bgr(rgb: np.ndarray, saliency: np.ndarray, alpha: float,
