@@ -320,3 +320,62 @@ def test_bad_model_stops_node(ros_env, tmp_path, problem):
     errors = [line for line in node.output.splitlines() if "FATAL" in line or "ERROR" in line]
     assert len(errors) == 1 and str(path) in errors[0], node.output
     assert "Traceback" not in node.output
+
+
+def test_compressed_transport_answers_real_jpeg_frames(ros_env, shared_data):
+    """Read <image>/compressed JPEG frames with transport: compressed.
+
+    Maps equal the engine's on the decoded JPEG and differ from the raw-frame maps only by
+    the JPEG error (measured).
+    """
+    import cv2
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    from skd_saliency_ros.core.engine import upsample
+
+    frames = read_frames(shared_data / "uav_gaze" / "car10.mp4", 20)   # 1280x720 BGR
+    env = node_env(ros_env)
+    node = NodeProcess(env, params=model_params() + ["transport:=compressed"])
+    client = Client(int(env["ROS_DOMAIN_ID"]))
+    pub = client.node.create_publisher(CompressedImage, "/image/compressed",
+                                       QoSProfile(depth=50,
+                                                  reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        end = time.monotonic() + 120
+        while pub.get_subscription_count() == 0 or \
+                client.subs["saliency"].get_publisher_count() == 0:
+            assert node.alive() and time.monotonic() < end, node.output[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        sent = []
+        for k, frame in enumerate(frames):
+            msg = CompressedImage(format="jpeg")
+            msg.header = make_image(frame, "bgr8", 2000.0 + PERIOD_S * k, FRAME_ID).header
+            msg.data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+            pub.publish(msg)
+            sent.append(msg)
+            time.sleep(PERIOD_S)
+        time.sleep(1.0)
+        got = client.by_stamp("saliency")
+        answered = [m for m in sent if stamp_of(m) in got]
+        assert len(answered) >= 0.95 * len(sent), f"{len(answered)}/{len(sent)}"
+        engine_jpeg, engine_raw = _engine(), _engine()
+        worst_raw = 0.0
+        for k, msg in enumerate(sent):
+            decoded = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+            want = engine_jpeg.step(decoded[:, :, ::-1].copy(), 2000.0 + PERIOD_S * k)
+            raw = engine_raw.step(frames[k][:, :, ::-1].copy(), 2000.0 + PERIOD_S * k)
+            if stamp_of(msg) not in got:
+                continue
+            out = got[stamp_of(msg)][0]
+            assert out.header.frame_id == FRAME_ID
+            sal = image_to_array(out)
+            size = (out.height, out.width)
+            np.testing.assert_allclose(sal, upsample(want.saliency, size), atol=2e-3)
+            worst_raw = max(worst_raw, float(np.abs(sal - upsample(raw.saliency, size)).max()))
+        print(f"JPEG q90 vs raw frames: largest map difference {worst_raw:.3f}")
+        assert worst_raw < 0.1, worst_raw  # measured 0.019 at quality 90 on car10
+    finally:
+        client.close()
+        assert node.stop() == 0, node.output[-3000:]

@@ -202,16 +202,12 @@ def _custom_data(path: Path) -> dict:
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a (rosbags or rclpy) Image or CompressedImage message."""
-    from skd_saliency_ros.ros.image_io import ImageEncodingError, image_to_rgb8
+    from skd_saliency_ros.ros.image_io import (ImageEncodingError, compressed_to_rgb8,
+                                               image_to_rgb8)
     if msgtype == IMAGE_TYPE:
         return image_to_rgb8(msg)
     if msgtype == COMPRESSED_TYPE:
-        buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-        if bgr is None:
-            raise ImageEncodingError(f"CompressedImage (format '{msg.format}') with "
-                                     f"{buf.size} bytes cannot be decoded")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return compressed_to_rgb8(msg)
     raise ImageEncodingError(f"{msgtype} is not an image type")
 
 

@@ -229,3 +229,20 @@ def _empty_image() -> Image:
         return Image(check_fields=True)
     except (AssertionError, TypeError):
         return Image()
+
+
+def compressed_to_rgb8(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage (jpeg or png, any colour).
+
+    The ``format`` field is only reported in errors: OpenCV recognises the bytes themselves,
+    which is what image_transport's compressed plugin writes ("jpeg", "rgb8; jpeg
+    compressed bgr8", ...).
+    """
+    import cv2
+
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if bgr is None:
+        raise ImageEncodingError(f"CompressedImage (format '{msg.format}') with {buf.size} "
+                                 "bytes cannot be decoded (not a JPEG or PNG image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -30,13 +30,13 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from skd_saliency_ros.core.engine import upsample
 from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.ros import params as P
-from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image, image_to_rgb8,
-                                           numpy_to_image)
+from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image,
+                                           compressed_to_rgb8, image_to_rgb8, numpy_to_image)
 from skd_saliency_ros.ros.outputs import (CameraStats, diagnostic_status, frame_messages,
                                           overlay_bgr)
 
@@ -168,8 +168,12 @@ class SaliencyNode(Node):
             cam.pub_bearings = self.create_publisher(PoseArray, prefix + "bearings", qos_out)
             cam.pub_target = self.create_publisher(Vector3Stamped, prefix + "target", qos_out)
             cam.pub_overlay = self.create_publisher(Image, prefix + "overlay", qos_out)
-            self.create_subscription(Image, image_topic,
-                                     lambda msg, c=cam: self._on_image(c, msg), qos_in)
+            if values["transport"] == "compressed":  # image_transport: <image>/compressed
+                self.create_subscription(CompressedImage, image_topic + "/compressed",
+                                         lambda msg, c=cam: self._on_image(c, msg), qos_in)
+            else:
+                self.create_subscription(Image, image_topic,
+                                         lambda msg, c=cam: self._on_image(c, msg), qos_in)
             self.create_subscription(CameraInfo, info_topic,
                                      lambda msg, c=cam: self._on_camera_info(c, msg), qos_in)
             self._cameras.append(cam)
@@ -261,10 +265,23 @@ class SaliencyNode(Node):
                     self._warn(cam, "internal", f"processing failed: {type(exc).__name__}: "
                                                 f"{exc}")
 
-    def _accept(self, cam: _Camera, msg: Image) -> bool:
-        """Cheap checks of size, encoding and data length (no pixel is touched)."""
+    def _accept(self, cam: _Camera, msg) -> bool:
+        """Cheap checks of size, encoding and data length (no pixel is touched).
+
+        A CompressedImage only gets its data checked here: its size is known after
+        decoding, where ``_decode`` applies the same size limits.
+        """
+        if isinstance(msg, CompressedImage):
+            if not len(msg.data):
+                self._invalid(cam, "decode", f"CompressedImage (format '{msg.format}') "
+                                             "has no data")
+                return False
+            return True
+        return self._size_ok(cam, int(msg.width), int(msg.height)) and self._encoding_ok(
+            cam, msg)
+
+    def _size_ok(self, cam: _Camera, width: int, height: int) -> bool:
         settings = self._settings
-        width, height = int(msg.width), int(msg.height)
         if width < settings.min_input_size or height < settings.min_input_size:
             self._invalid(cam, "too_small", f"{width}x{height} image is smaller than "
                                             f"min_input_size {settings.min_input_size}")
@@ -273,6 +290,9 @@ class SaliencyNode(Node):
             self._invalid(cam, "too_large", f"{width}x{height} image has more pixels than "
                                             f"max_input_pixels {settings.max_input_pixels}")
             return False
+        return True
+
+    def _encoding_ok(self, cam: _Camera, msg: Image) -> bool:
         try:
             check_image(msg)
         except ImageEncodingError as exc:
@@ -280,16 +300,20 @@ class SaliencyNode(Node):
             return False
         return True
 
-    def _decode(self, cam: _Camera, msg: Image, received: float) -> Optional[_Work]:
+    def _decode(self, cam: _Camera, msg, received: float) -> Optional[_Work]:
+        compressed = isinstance(msg, CompressedImage)
         try:
-            rgb = image_to_rgb8(msg)
+            rgb = compressed_to_rgb8(msg) if compressed else image_to_rgb8(msg)
         except ImageEncodingError as exc:
             self._invalid(cam, "decode", str(exc))
             return None
-        if cam.last_encoding is not None and msg.encoding != cam.last_encoding:
+        if compressed and not self._size_ok(cam, rgb.shape[1], rgb.shape[0]):
+            return None
+        encoding = msg.format if compressed else msg.encoding
+        if cam.last_encoding is not None and encoding != cam.last_encoding:
             self._engine.reset(cam.label, reason=f"encoding changed {cam.last_encoding} -> "
-                                                 f"{msg.encoding}")
-        cam.last_encoding = msg.encoding
+                                                 f"{encoding}")
+        cam.last_encoding = encoding
         return _Work(cam=cam, msg=msg, received=received, rgb=rgb,
                      stamp_s=stamp_seconds(msg.header))
 

@@ -18,6 +18,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from skd_saliency_ros.core.engine import BACKENDS, DEVICES
 
 RELIABILITIES = ("best_effort", "reliable")
+TRANSPORTS = ("raw", "compressed")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "Image topics to serve, one temporal state each. One entry: outputs under ~/. "
               "Several: outputs under ~/<topic namespace>/ (front/image_raw -> ~/front/). "
               "CameraInfo is read from the sibling topic camera_info.", True),
+    ParamSpec("transport", "raw",
+              "raw: sensor_msgs/Image on each camera topic; compressed: "
+              "sensor_msgs/CompressedImage (jpeg or png) on <topic>/compressed, as "
+              "image_transport's compressed plugin publishes it (a camera driver in MJPEG "
+              "mode, a bag recorded over a radio link).", True, choices=TRANSPORTS),
     ParamSpec("qos_reliability", "best_effort",
               "Reliability of the image and camera_info subscriptions (best_effort = "
               "sensor-data style; reliable to match reliable-only publishers).",
