@@ -50,9 +50,11 @@ def soak(n_cameras: int, args, log_dir: Path) -> Dict[str, Any]:
     procs: List[Proc] = []
     samples: List[tuple] = []
     try:
-        probes = [Proc(f"probe {t}", _roles("probe", "--topic",
-                                            f"/saliency_node/cam{i}/saliency"), env)
-                  for i, t in enumerate(topics)]
+        # one camera: outputs under ~/; several: under ~/<topic namespace>/ (the node's rule)
+        outs = (["/saliency_node/saliency"] if n_cameras == 1 else
+                [f"/saliency_node/cam{i}/saliency" for i in range(n_cameras)])
+        probes = [Proc(f"probe {t}", _roles("probe", "--topic", out), env)
+                  for t, out in zip(topics, outs)]
         procs += probes
         node = Proc("saliency node", node_command(args.model, [cameras_param]), env)
         procs.append(node)
@@ -93,6 +95,9 @@ def soak(n_cameras: int, args, log_dir: Path) -> Dict[str, Any]:
         answered += sum(1 for s in stamps if s in arrivals)
         latencies += [(arrivals[s] - s) / 1e6 for s in stamps if s in arrivals]
     latencies.sort()
+    if not latencies:
+        raise BenchError(f"{n_cameras} camera(s): the node answered no frame (outputs "
+                         f"{outs}); node log: {node.tail()}")
     after_1min = [r for t, r in samples if t >= 60.0] or [samples[-1][1]]
     return {"cameras": n_cameras, "size": args.size, "rate_hz": args.rate,
             "minutes": args.minutes, "rss_series": samples,

@@ -220,18 +220,21 @@ def test_architecture_doc_in_sync():
 
 
 def test_soak_smoke_two_cameras(tmp_path, fast_checkpoint, shared_data):
-    """A 15-second soak with two cameras: RSS sampled, every frame accounted for, doc written."""
+    """A 12-second soak with one and two cameras: RSS sampled, frames answered, doc written."""
     out, doc = tmp_path / "soak.json", tmp_path / "RELIABILITY.md"
     doc.write_text("# Reliability\n")
-    proc = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0.25",
-                           "--cameras", "2", "--sample-s", "3", "--model",
+    proc = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0.2",
+                           "--cameras", "1,2", "--sample-s", "3", "--model",
                            str(fast_checkpoint), "--json", str(out), "--doc", str(doc)],
                           cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = json.loads(out.read_text())["runs"][0]
-    assert run["cameras"] == 2 and len(run["rss_series"]) >= 5 and run["rss_end_mb"] > 50
-    assert run["sent"] > 100 and run["answered"] + run["dropped"] == run["sent"]
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["cameras"] for r in runs] == [1, 2]
+    for run in runs:
+        assert len(run["rss_series"]) >= 4 and run["rss_end_mb"] > 50
+        assert run["sent"] > 100 and run["answered"] + run["dropped"] == run["sent"]
+        assert run["answered"] > 0.5 * run["sent"]
     text = doc.read_text()
     assert "<!-- bench:soak:begin -->" in text and "| 2 | 1280x720 @ 30 Hz" in text
     assert (tmp_path / "soak_rss.png").stat().st_size > 1000
