@@ -99,14 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Context:
     """Lazily prepared frames / teacher maps of the evaluated video, shared by all models."""
 
-    def __init__(self, args: argparse.Namespace, gaze):
+    def __init__(self, args: argparse.Namespace):
         from .datasets import VideoSource
 
         if not args.video.is_file():
             raise EvaluationError(f"{args.video}: no such video file")
         self.args = args
-        self.gaze = gaze
-        self.source = VideoSource(args.video, gaze_path=args.gaze)
+        self.source = VideoSource(args.video, gaze_path=args.gaze)  # loads and checks the gaze
+        self.gaze = self.source.gaze
         self._prepared: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
         if args.teacher_resolution % 4 or args.teacher_resolution < 8:
             raise EvaluationError(f"--teacher-resolution must be a multiple of 4, >= 8; got "
@@ -358,10 +358,7 @@ def _sources(args: argparse.Namespace) -> List[Tuple[str, Path, Path]]:
 def _score_source(args: argparse.Namespace, video: Path, gaze_path: Path, names: List[str],
                   protocol, rocs: Dict[str, PooledROC]) -> Dict[str, Dict[str, Any]]:
     """Score every model on one video; pool each model's ROC into ``rocs``."""
-    from skd_saliency_ros.core.gaze import load_gaze
-
-    ctx = _Context(argparse.Namespace(**{**vars(args), "video": video, "gaze": gaze_path}),
-                   load_gaze(gaze_path))
+    ctx = _Context(argparse.Namespace(**{**vars(args), "video": video, "gaze": gaze_path}))
     results = {}
     for name in names:
         label = model_label(name, results)

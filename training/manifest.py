@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Union
 
 from .datasets import DatasetError, VideoSource
-from .paths import REPO_ROOT, default_data_dir, file_sha1
+from .paths import REPO_ROOT, default_data_dir, expand_data_dir, file_sha1
 
 BUNDLE_MANIFEST = REPO_ROOT / "config" / "datasets" / "bundle.yaml"
-DATA_DIR_TOKEN = "{data_dir}"
 TOP_KEYS = ("name", "train", "val")
 ENTRY_KEYS = ("name", "video", "frames", "glob", "gaze", "fps", "weight")
 
@@ -69,8 +68,7 @@ class Manifest:
 
 
 def _expand(text: str, base: Path, data_dir: Path) -> Path:
-    text = str(text).replace(DATA_DIR_TOKEN, str(data_dir))
-    path = Path(text).expanduser()
+    path = Path(expand_data_dir(text, data_dir)).expanduser()
     return path if path.is_absolute() else base / path
 
 

@@ -21,6 +21,16 @@ def default_cache_dir() -> Path:
     return Path(env) if env else REPO_ROOT / ".cache" / "skd"
 
 
+#: in manifests and teacher YAMLs: the shared data bundle (``--data-dir``, else the default)
+DATA_DIR_TOKEN = "{data_dir}"
+
+
+def expand_data_dir(text, data_dir=None) -> str:
+    """Replace ``{data_dir}`` in a path written in a YAML file by the data bundle's path."""
+    root = data_dir if data_dir is not None else default_data_dir()
+    return str(text).replace(DATA_DIR_TOKEN, str(root))
+
+
 def file_sha1(path: Path) -> str:
     """SHA-1 of a file's bytes, read in 1 MiB blocks (model files, gaze files)."""
     digest = hashlib.sha1()

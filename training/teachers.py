@@ -20,7 +20,7 @@ import numpy as np
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.maps import minmax
 
-from .paths import file_sha1
+from .paths import expand_data_dir, file_sha1
 
 DEFAULT_SPATIAL = "spectral-residual"
 DEFAULT_TEMPORAL = "motion-homography"
@@ -260,9 +260,6 @@ class GenericTeacher(Teacher):
                       "layout": "nchw", "window": 1, "pad": "first"}
     OUTPUT_DEFAULTS = {"index": 0, "channel": 0, "layout": "nchw", "activation": "none",
                        "normalize": "minmax", "per_frame": False}
-    #: ``{data_dir}`` in ``model:`` stands for the data bundle (``$SKD_DATA_DIR`` or
-    #: ``../shared/data``), so a shipped YAML finds a model that is not in the repository.
-    DATA_DIR_TOKEN = "{data_dir}"
 
     def __init__(self, yaml_path: str | Path):
         self.yaml_path = Path(yaml_path)
@@ -278,11 +275,8 @@ class GenericTeacher(Teacher):
         kind = raw["kind"]
         if kind not in KINDS:
             raise TeacherError(f"{where}: 'kind' must be one of {KINDS}, got {kind!r}")
-        model_text = str(raw["model"])
-        if self.DATA_DIR_TOKEN in model_text:
-            from .paths import default_data_dir
-            model_text = model_text.replace(self.DATA_DIR_TOKEN, str(default_data_dir()))
-        model_path = Path(model_text)
+        # ``{data_dir}`` lets a shipped YAML find a model that is not in the repository
+        model_path = Path(expand_data_dir(raw["model"]))
         if not model_path.is_absolute():
             model_path = (self.yaml_path.parent / model_path).resolve()
         self.model_path = model_path
@@ -494,6 +488,12 @@ class GenericTeacher(Teacher):
                                f"{self.model_path} returned {len(outputs)} output(s)")
         return np.asarray(outputs[int(index)], dtype=np.float32)
 
+    def _activate(self, out: np.ndarray) -> np.ndarray:
+        """Apply ``output.activation`` (a sigmoid for models that end in logits)."""
+        if self.output_cfg["activation"] == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-np.clip(out, -60, 60)))
+        return out
+
     def _select(self, outputs) -> np.ndarray:
         cfg = self.output_cfg
         out = self._output(outputs)
@@ -513,9 +513,7 @@ class GenericTeacher(Teacher):
             raise TeacherError(f"{self.model_path}: cannot read a 2-D map from output shape "
                                f"{raw_shape} (see output.* keys "
                                f"in {self.yaml_path})")
-        if cfg["activation"] == "sigmoid":
-            out = 1.0 / (1.0 + np.exp(-np.clip(out, -60, 60)))
-        return out
+        return self._activate(out)
 
     def _call_model(self, x: np.ndarray):
         try:
@@ -570,9 +568,7 @@ class GenericTeacher(Teacher):
             else:
                 raise TeacherError(f"{self.model_path}: cannot read one map per clip from "
                                    f"output shape {tuple(out.shape)} (batch {batch})")
-        if self.output_cfg["activation"] == "sigmoid":
-            out = 1.0 / (1.0 + np.exp(-np.clip(out, -60, 60)))
-        return out
+        return self._activate(out)
 
 
 class ClipLabeller:

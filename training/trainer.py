@@ -220,9 +220,10 @@ def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
                                 f"{', '.join(sorted(known))}")
         train_sources = [known[n] for n in wanted]
     # One teacher may serve both roles (a video-saliency model such as TinyHD): build it once.
-    teacher_specs = list(dict.fromkeys(teacher_specs))
-    teachers = [get_teacher(spec) for spec in teacher_specs]
-    soft_names = list(dict.fromkeys(get_teacher(spec).name for spec in soft_specs))
+    # (each build hashes the model file and opens its session: never twice for one spec)
+    built = {spec: get_teacher(spec) for spec in dict.fromkeys([*teacher_specs, *soft_specs])}
+    teachers = [built[spec] for spec in dict.fromkeys(teacher_specs)]
+    soft_names = list(dict.fromkeys(built[spec].name for spec in soft_specs))
 
     datasets, samples = [], []
     summary: Dict[str, Any] = {"manifest": {"path": str(manifest.path), "name": manifest.name,

@@ -115,7 +115,7 @@ def _ros_header(stamp: int, frame_id: str):
 
 
 class FrameOutputs:
-    """The node's three outputs for one frame, serialized exactly as the node publishes them."""
+    """The node's outputs for one frame (``frame_messages``), serialized for the bag."""
 
     def __init__(self, settings: Settings):
         from rclpy.serialization import serialize_message
