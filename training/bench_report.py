@@ -182,7 +182,7 @@ def command_line() -> str:
     argv = sys.argv
     if len(argv) > 1 and argv[1] == "bench":
         return "python -m training " + " ".join(shlex.quote(a) for a in argv[1:])
-    for module in ("node_bench", "node_ladder", "soak"):
+    for module in ("node_bench", "node_ladder", "soak", "lifecycle"):
         if argv and argv[0].endswith(f"{module}.py"):
             return f"python -m bench.{module} " + " ".join(shlex.quote(a) for a in argv[1:])
     return "python -m training bench (called in-process: " + " ".join(argv[:1]) + ")"

@@ -11,6 +11,14 @@ Invalid frames (undecodable, too small or too large, rejected by the engine) are
 reported with a throttled warning and in diagnostics, and produce no output; the node keeps
 serving.  A model that cannot be loaded stops the node at start-up with one error line and
 exit code 1.
+
+Lifecycle (a managed node, REP 2002 style, like yolo_ros): *configure* reads and checks the
+parameters, loads the engine and creates the publishers and diagnostics; *activate* resets the
+temporal state and creates the subscriptions and the inference thread; *deactivate* removes
+the subscriptions and stops the thread (the engine and publishers stay, so activating again
+is instant); *cleanup* drops the engine and publishers.  ``autostart: true`` (the default)
+configures and activates at start, so ``ros2 run`` behaves as a plain node; ``~/enable``
+(std_srvs/SetBool) pauses and resumes through the same transitions.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, Vector3Stamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import SetBool
 
 from skd_saliency_ros.core.engine import upsample
 from skd_saliency_ros.core.errors import StartupError
@@ -58,6 +67,8 @@ class _Camera:
     pub_bearings: object = None
     pub_target: object = None
     pub_overlay: object = None
+    pub_info: object = None
+    subscriptions: Tuple = ()
     pending: Optional[Tuple[Image, float]] = None
     info: Optional[CameraInfo] = None
     last_encoding: Optional[str] = None
@@ -80,8 +91,8 @@ def stamp_seconds(header) -> float:
     return float(header.stamp.sec) + 1e-9 * float(header.stamp.nanosec)
 
 
-class SaliencyNode(Node):
-    """ROS 2 node around a SaliencyEngine; call ``start()`` after construction."""
+class SaliencyNode(LifecycleNode):
+    """Lifecycle node around a SaliencyEngine; ``start()`` configures and activates it."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
@@ -90,16 +101,89 @@ class SaliencyNode(Node):
         self._settings: Optional[P.Settings] = None
         self._cond = threading.Condition()
         self._stop = False
+        self._active = False
         self._worker: Optional[threading.Thread] = None
         self._warned: Dict[Tuple[str, str], Tuple[float, int]] = {}
         self._warn_lock = threading.Lock()
         self._diag_pub = None
+        self._diag_timer = None
         self._period = 1.0
+        self._failure = ""  # why the last transition failed (for start() and ~/enable)
+        self._activations = 0
+        self._quiet = False
+        self._values_at_configure: Dict[str, object] = {}
+        self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state (unconfigured, inactive, active, ...)."""
+        return self._state_machine.current_state[1]
 
     # ----------------------------------------------------------------------- start-up
     def start(self) -> None:
-        """Declare and check parameters, load the model, create topics, start inference."""
-        values = self._declare_parameters()
+        """Configure and activate (what ``autostart`` does); StartupError says why not."""
+        self._quiet = True  # the caller reports the failure (one line, exit code 1)
+        try:
+            for trigger, wanted in ((self.trigger_configure, "inactive"),
+                                    (self.trigger_activate, "active")):
+                trigger()
+                if self.lifecycle_state != wanted:
+                    raise StartupError(self._failure or
+                                       f"lifecycle transition to {wanted} failed")
+        finally:
+            self._quiet = False
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Check the parameters, load the engine, create publishers and diagnostics."""
+        return self._transition("configure", self._configure)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Reset the temporal state, subscribe, start inference."""
+        result = self._transition("activate", self._activate)
+        return super().on_activate(state) if result == TransitionCallbackReturn.SUCCESS \
+            else result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop inference; engine, publishers and counters stay."""
+        result = self._transition("deactivate", self._deactivate)
+        return super().on_deactivate(state) if result == TransitionCallbackReturn.SUCCESS \
+            else result
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Drop the engine, publishers and diagnostics (back to unconfigured)."""
+        return self._transition("cleanup", self._cleanup)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything, whatever the state."""
+        return self._transition("shutdown", self._cleanup)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Recover to unconfigured: release everything a failed transition left."""
+        return self._transition("error recovery", self._cleanup)
+
+    def _transition(self, name: str, work) -> TransitionCallbackReturn:
+        """Run one transition; a user error is one log line and FAILURE, never a traceback."""
+        try:
+            work()
+        except StartupError as exc:
+            self._failure = str(exc)
+            if not self._quiet:
+                self.get_logger().error(f"{name} failed: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # keep the node alive and say what happened
+            self._failure = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"{name} failed: {self._failure}")
+            self._release()
+            return TransitionCallbackReturn.ERROR
+        self._failure = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        values = {name: self.get_parameter(name).value for name in P.PARAM_NAMES}
         reason = P.validate(values)
         if reason:
             raise StartupError(f"invalid parameter: {reason}")
@@ -110,19 +194,78 @@ class SaliencyNode(Node):
         except ValueError as exc:
             raise StartupError(f"invalid parameter: {exc}") from None
         self._engine = self._load_engine(values)
-        self._create_topics(layout, values)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
-        self._worker = threading.Thread(target=self._run_worker, name="saliency_inference",
-                                        daemon=True)
-        self._worker.start()
-        self.create_timer(self._period, self._publish_diagnostics)
+        self._activations = 0
+        self._create_publishers(layout, values)
+        self._diag_timer = self.create_timer(self._period, self._publish_diagnostics)
         info = self._engine.model_info
         self.get_logger().info(
-            f"serving {len(self._cameras)} camera(s) "
+            f"configured for {len(self._cameras)} camera(s) "
             f"[{', '.join(c.image_topic for c in self._cameras)}] with a "
             f"{info.get('kind', '?')} model at R={self._engine.resolution} on "
             f"{self._engine.device} ({self._engine.backend})")
+
+    def _activate(self) -> None:
+        for cam in self._cameras:
+            if self._activations:  # the first activation starts from nothing anyway
+                self._engine.reset(cam.label, reason="first frame after re-activation")
+            cam.last_encoding = None
+            cam.pending = None
+            cam.stats.restart_rate_window()
+            self._subscribe(cam)
+        self._stop = False
+        self._worker = threading.Thread(target=self._run_worker, name="saliency_inference",
+                                        daemon=True)
+        self._worker.start()
+        self._active = True
+        self._activations += 1
+        routes = [f"{c.subscriptions[0].topic_name} -> {c.prefix}saliency "
+                  f"(info {c.subscriptions[1].topic_name})" for c in self._cameras]
+        self.get_logger().info("active, serving " + ", ".join(routes))
+
+    def _deactivate(self) -> None:
+        self._active = False
+        self._unsubscribe()
+        self.close()  # no publish happens after this returns
+        with self._cond:
+            for cam in self._cameras:
+                cam.pending = None
+        self.get_logger().info("inactive: unsubscribed, inference stopped")
+
+    def _cleanup(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        """Undo configure and activate as far as they got (idempotent)."""
+        self._active = False
+        self._unsubscribe()
+        self.close()
+        for cam in self._cameras:
+            for pub in (cam.pub_saliency, cam.pub_peaks, cam.pub_bearings, cam.pub_target,
+                        cam.pub_overlay, cam.pub_info):
+                if pub is not None:
+                    self.destroy_publisher(pub)
+        self._cameras = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        self._engine = None
+
+    def _on_enable(self, request, response):
+        """~/enable: true activates (configuring first if needed), false deactivates."""
+        steps = {True: {"unconfigured": (self.trigger_configure, self.trigger_activate),
+                        "inactive": (self.trigger_activate,)},
+                 False: {"active": (self.trigger_deactivate,)}}[bool(request.data)]
+        for trigger in steps.get(self.lifecycle_state, ()):
+            trigger()
+        wanted = "active" if request.data else "inactive"
+        state = self.lifecycle_state
+        response.success = state == wanted or (not request.data and state == "unconfigured")
+        response.message = state if response.success else \
+            f"{state}: {self._failure or 'transition refused'}"
+        return response
 
     def _declare_parameters(self) -> Dict[str, object]:
         from rclpy.exceptions import (InvalidParameterTypeException,
@@ -136,6 +279,39 @@ class SaliencyNode(Node):
                                    f"{str(exc).splitlines()[0]}") from None
             values[spec.name] = param.value
         return values
+
+    def _resolved_topics(self, cam: _Camera, transport: str) -> Tuple[str, str]:
+        """(image topic to subscribe, camera_info topic), after remapping.
+
+        image_transport's rules: ``/compressed`` is appended to the resolved image topic, and
+        the camera_info is its resolved sibling, so remapping only the image still finds the
+        info.  An explicit remap of the info name (the launch file's camera_info_topic) wins.
+        """
+        image = self.resolve_topic_name(cam.image_topic)
+        info = self.resolve_topic_name(cam.info_topic)
+        if info == self.resolve_topic_name(cam.info_topic, only_expand=True):
+            info = P.camera_info_topic(image)  # not remapped itself: follow the image
+        return (image + "/compressed" if transport == "compressed" else image), info
+
+    def _subscribe(self, cam: _Camera) -> None:
+        values = self._values_at_configure
+        reliability = (ReliabilityPolicy.RELIABLE if values["qos_reliability"] == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(values["qos_depth"]),
+                            reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+        image_topic, info_topic = self._resolved_topics(cam, values["transport"])
+        kind = CompressedImage if values["transport"] == "compressed" else Image
+        cam.subscriptions = (
+            self.create_subscription(kind, image_topic,
+                                     lambda msg, c=cam: self._on_image(c, msg), qos_in),
+            self.create_subscription(CameraInfo, info_topic,
+                                     lambda msg, c=cam: self._on_camera_info(c, msg), qos_in))
+
+    def _unsubscribe(self) -> None:
+        for cam in self._cameras:
+            for sub in cam.subscriptions:
+                self.destroy_subscription(sub)
+            cam.subscriptions = ()
 
     def _load_engine(self, values):
         from skd_saliency_ros.core.engine import SaliencyEngine
@@ -151,31 +327,20 @@ class SaliencyNode(Node):
                                f"{model or 'default'}: {type(exc).__name__}: "
                                f"{detail}") from None
 
-    def _create_topics(self, layout, values) -> None:
-        reliability = (ReliabilityPolicy.RELIABLE if values["qos_reliability"] == "reliable"
-                       else ReliabilityPolicy.BEST_EFFORT)
-        depth = int(values["qos_depth"])
-        qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                            reliability=reliability, durability=DurabilityPolicy.VOLATILE)
-        qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+    def _create_publishers(self, layout, values) -> None:
+        self._values_at_configure = dict(values)
+        qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(values["qos_depth"]),
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
         for label, image_topic, info_topic, prefix in layout:
             cam = _Camera(label=label, image_topic=image_topic, info_topic=info_topic,
                           prefix=prefix, stats=CameraStats())
             cam.pub_saliency = self.create_publisher(Image, prefix + "saliency", qos_out)
+            cam.pub_info = self.create_publisher(CameraInfo, prefix + "camera_info", qos_out)
             cam.pub_peaks = self.create_publisher(PoseArray, prefix + "peaks", qos_out)
             cam.pub_bearings = self.create_publisher(PoseArray, prefix + "bearings", qos_out)
             cam.pub_target = self.create_publisher(Vector3Stamped, prefix + "target", qos_out)
             cam.pub_overlay = self.create_publisher(Image, prefix + "overlay", qos_out)
-            if values["transport"] == "compressed":  # image_transport: <image>/compressed
-                self.create_subscription(CompressedImage, image_topic + "/compressed",
-                                         lambda msg, c=cam: self._on_image(c, msg), qos_in)
-            else:
-                self.create_subscription(Image, image_topic,
-                                         lambda msg, c=cam: self._on_image(c, msg), qos_in)
-            self.create_subscription(CameraInfo, info_topic,
-                                     lambda msg, c=cam: self._on_camera_info(c, msg), qos_in)
             self._cameras.append(cam)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
@@ -190,12 +355,16 @@ class SaliencyNode(Node):
                     reason=f"{param.name} is read-only (fixed at start-up); restart the node")
             current[param.name] = param.value
         reason = P.validate({p.name: current[p.name] for p in parameters}
-                            | {k: current[k] for k in ("min_input_size", "max_input_pixels")})
+                            | {k: current[k] for k in ("min_input_size", "max_input_pixels",
+                                                       "cameras", "min_rate_hz",
+                                                       "max_rate_hz")})
         if reason:
             return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, parameters) -> None:
+        if self._engine is None:  # unconfigured: configure reads the parameters
+            return
         values = {name: self.get_parameter(name).value for name in P.RUNTIME_PARAMS}
         self._settings = P.settings_from(values)
         self._engine.max_gap_s = float(values["max_gap_s"])
@@ -205,6 +374,8 @@ class SaliencyNode(Node):
 
     # ----------------------------------------------------------------------- callbacks
     def _on_image(self, cam: _Camera, msg: Image) -> None:
+        if not self._active:  # a callback already queued when deactivation began
+            return
         now = time.monotonic()
         # Invalid frames are refused here, before queueing, so they are counted as invalid
         # (never as drops) and never displace a valid pending frame.
@@ -350,6 +521,8 @@ class SaliencyNode(Node):
                              settings.output_scale, settings.top_k, settings.nms_radius,
                              settings.min_score)
         cam.pub_saliency.publish(out.saliency)
+        if out.saliency_info is not None:
+            cam.pub_info.publish(out.saliency_info)
         cam.pub_peaks.publish(out.peaks)
         if out.bearings is not None:
             cam.pub_bearings.publish(out.bearings)
@@ -363,11 +536,13 @@ class SaliencyNode(Node):
             blend = overlay_bgr(w.rgb, full, settings.overlay_alpha, out.peak_list)
             cam.pub_overlay.publish(numpy_to_image(blend, "bgr8", msg.header))
         reason = result.reset_reason
+        now_s = self.get_clock().now().nanoseconds * 1e-9  # same clock as camera stamps
         with self._cond:
             stats = cam.stats
             stats.frames_out += 1
             stats.window_out += 1
             stats.window_latency_s.append(time.monotonic() - w.received)
+            stats.window_stamp_latency_s.append(now_s - w.stamp_s)
             if reason:
                 stats.resets += 1
                 stats.last_reset_reason = reason
@@ -380,12 +555,14 @@ class SaliencyNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         extra = {"device": str(self._engine.device), "backend": str(self._engine.backend),
                  "resolution": str(self._engine.resolution)}
-        for cam in self._cameras:
+        for index, cam in enumerate(self._cameras):
             with self._cond:
                 window = cam.stats.take_window()
                 status = diagnostic_status(f"{self.get_name()}: {cam.label}",
                                            self.resolve_topic_name(cam.image_topic),
-                                           cam.stats, window, self._period, extra)
+                                           cam.stats, window, self._period, extra,
+                                           bounds=P.rate_bounds(self._settings, index),
+                                           active=self._active)
             if window["dropped"]:
                 self._warn(cam, "drop", f"dropped {window['dropped']} frames in the last "
                                         f"{self._period:g} s: inference is slower than the "
@@ -410,7 +587,11 @@ def main(args=None) -> int:
     code = 0
     try:
         node = SaliencyNode()
-        node.start()
+        if node.get_parameter("autostart").value:
+            node.start()
+        else:
+            node.get_logger().info("autostart is false: unconfigured, waiting for a "
+                                   "lifecycle transition or ~/enable")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

@@ -16,6 +16,9 @@ writes the same messages into its bag.
 * ``~/target`` (geometry_msgs/Vector3Stamped): the best peak's unit ray, in the same frame:
   a direction tf2 can transform (``tf2_geometry_msgs.do_transform_vector3``), published only
   when there is a peak and a usable CameraInfo.
+* ``~/camera_info`` (sensor_msgs/CameraInfo): the camera's calibration scaled to the size of
+  ``~/saliency`` (its sibling, image_transport's naming rule), so a consumer can project the
+  map's pixels; published with each map when the camera's CameraInfo fits the image.
 """
 
 from __future__ import annotations
@@ -27,10 +30,17 @@ import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
+from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
 from skd_saliency_ros.core.engine import upsample
 from skd_saliency_ros.core.peaks import find_peaks, pixels_to_bearings
 from skd_saliency_ros.ros.image_io import numpy_to_image
+
+
+#: diagnostics periods over which the input rate is measured (diagnostic_updater's default)
+RATE_WINDOW = 5
+#: relative slack on the expected rate bounds (FrequencyStatusParam's default tolerance)
+RATE_TOLERANCE = 0.1
 
 
 def saliency_size(width: int, height: int, scale: float) -> Tuple[int, int]:
@@ -83,6 +93,7 @@ class FrameMessages:
     bearings: Optional[PoseArray] = None
     no_bearings_reason: Optional[str] = None  # set when a CameraInfo exists but is unusable
     target: Optional[Vector3Stamped] = None   # the best peak's ray (needs a peak and rays)
+    saliency_info: Optional[CameraInfo] = None  # camera_info scaled to the saliency map
     saliency_array: Optional[np.ndarray] = field(default=None, repr=False)
 
 
@@ -116,11 +127,41 @@ def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, ca
     peaks = find_peaks(saliency, (width, height), top_k=int(top_k),
                        nms_radius=float(nms_radius), min_score=float(min_score))
     rays, reason = bearings_or_reason(peaks, camera_info, width, height)
+    fits = camera_info is not None and (int(camera_info.width), int(camera_info.height)) in (
+        (0, 0), (width, height))
     return FrameMessages(
+        saliency_info=scaled_camera_info(camera_info, (width, height), (out_w, out_h),
+                                         header) if fits else None,
         saliency=numpy_to_image(sal_out, "32FC1", header), peaks=peaks_msg(header, peaks),
         peak_list=peaks, bearings=None if rays is None else bearings_msg(header, rays),
         no_bearings_reason=reason, saliency_array=sal_out,
         target=target_msg(header, rays[0]) if rays is not None and len(rays) else None)
+
+
+def scaled_camera_info(info: CameraInfo, image_size: Tuple[int, int],
+                       out_size: Tuple[int, int], header) -> CameraInfo:
+    """Scale a CameraInfo to a resized image: K and P to ``out_size``, distortion unchanged.
+
+    Pixel centres map as the resize does (``cv2.resize``, half-pixel centres):
+    ``u' = (u + 0.5) * s - 0.5``, so fx, fy scale by s and cx, cy by that affine map
+    (image_proc's resize multiplies cx by s; the two differ by (s - 1) / 2 pixel).
+    Binning is reset and the ROI dropped (both describe the full-size image).
+    """
+    width, height = image_size
+    out_w, out_h = out_size
+    sx, sy = out_w / float(width), out_h / float(height)
+    out = CameraInfo(header=header, width=int(out_w), height=int(out_h),
+                     distortion_model=info.distortion_model, d=list(info.d), r=list(info.r),
+                     roi=RegionOfInterest())
+    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3).copy()
+    p = np.asarray(info.p, dtype=np.float64).reshape(3, 4).copy()
+    for m in (k, p):
+        m[0, :3] = m[0, :3] * sx + m[2, :3] * (0.5 * sx - 0.5)
+        m[1, :3] = m[1, :3] * sy + m[2, :3] * (0.5 * sy - 0.5)
+    p[0, 3] *= sx  # Tx = -fx' * baseline scales with fx
+    p[1, 3] *= sy
+    out.k, out.p = k.reshape(-1).tolist(), p.reshape(-1).tolist()
+    return out
 
 
 def target_msg(header, ray: np.ndarray) -> Vector3Stamped:
@@ -163,39 +204,83 @@ class CameraStats:
     window_dropped: int = 0
     window_invalid: int = 0
     window_latency_s: List[float] = field(default_factory=list)
+    window_stamp_latency_s: List[float] = field(default_factory=list)
+    recent_in: List[int] = field(default_factory=list)  # frames in, last RATE_WINDOW periods
 
     def take_window(self) -> Dict[str, object]:
-        """Return and clear the per-period counters."""
-        lat = self.window_latency_s
+        """Return and clear the per-period counters; keep the input counts of the rate window."""
+        def ms(values, reduce):
+            return 1000.0 * float(reduce(values)) if values else float("nan")
+        lat, age = self.window_latency_s, self.window_stamp_latency_s
+        self.recent_in = (self.recent_in + [self.window_in])[-RATE_WINDOW:]
         snap = {"in": self.window_in, "out": self.window_out, "dropped": self.window_dropped,
-                "invalid": self.window_invalid,
-                "latency_mean_ms": 1000.0 * float(np.mean(lat)) if lat else float("nan"),
-                "latency_max_ms": 1000.0 * float(np.max(lat)) if lat else float("nan")}
+                "invalid": self.window_invalid, "recent_in": list(self.recent_in),
+                "latency_mean_ms": ms(lat, np.mean), "latency_max_ms": ms(lat, np.max),
+                "stamp_latency_mean_ms": ms(age, np.mean),
+                "stamp_latency_max_ms": ms(age, np.max)}
         self.window_in = self.window_out = self.window_dropped = self.window_invalid = 0
         self.window_latency_s = []
+        self.window_stamp_latency_s = []
         return snap
+
+    def restart_rate_window(self) -> None:
+        """Forget the input history (after a pause, silence is not a dead camera)."""
+        self.recent_in = []
+        self.window_in = self.window_out = self.window_dropped = self.window_invalid = 0
+        self.window_latency_s = []
+        self.window_stamp_latency_s = []
+
+
+def rate_problem(rate_hz: float, frames: int, bounds: Tuple[float, float],
+                 tolerance: float = RATE_TOLERANCE) -> Tuple[int, str]:
+    """(level, message) of an input rate against expected bounds, as FrequencyStatus does.
+
+    ERROR when nothing arrived in the whole rate window, WARN below ``min * (1 - tol)`` or
+    above ``max * (1 + tol)`` (a bound of 0 is not checked), else OK with an empty message.
+    """
+    low, high = bounds
+    if frames == 0:
+        return DiagnosticStatus.ERROR, "no input images"
+    if low > 0.0 and rate_hz < low * (1.0 - tolerance):
+        return DiagnosticStatus.WARN, f"input rate {rate_hz:.2f} Hz below {low:g} Hz"
+    if high > 0.0 and rate_hz > high * (1.0 + tolerance):
+        return DiagnosticStatus.WARN, f"input rate {rate_hz:.2f} Hz above {high:g} Hz"
+    return DiagnosticStatus.OK, ""
 
 
 def diagnostic_status(name: str, hardware_id: str, stats: CameraStats,
                       window: Dict[str, object], period_s: float,
-                      extra: Dict[str, str]) -> DiagnosticStatus:
-    """One camera's DiagnosticStatus: level from the last period, totals and rates as values."""
-    if window["in"] == 0:
-        level, message = DiagnosticStatus.STALE, "no input images in the last period"
-    elif window["dropped"] or window["invalid"]:
-        parts = []
+                      extra: Dict[str, str], bounds: Tuple[float, float] = (0.0, 0.0),
+                      active: bool = True) -> DiagnosticStatus:
+    """One camera's DiagnosticStatus: level from the rate window and the last period.
+
+    The input rate is measured over the last ``RATE_WINDOW`` periods (diagnostic_updater's
+    window of 5); drops and invalid frames of the last period WARN.  An inactive node (lifecycle
+    paused) reports OK with that message: silence is expected then.
+    """
+    recent = window.get("recent_in") or [window["in"]]
+    rate = sum(recent) / (period_s * len(recent))
+    level, parts = DiagnosticStatus.OK, []
+    if not active:
+        parts.append("inactive (lifecycle): not subscribed, no inference")
+    else:
+        level, text = rate_problem(rate, sum(recent), bounds)
+        if text:
+            parts.append(f"{text} in the last {len(recent) * period_s:g} s")
         if window["dropped"]:
             parts.append(f"dropped {window['dropped']} frames (inference slower than input)")
         if window["invalid"]:
             parts.append(f"{window['invalid']} invalid frames ({stats.last_invalid_reason})")
-        level, message = DiagnosticStatus.WARN, "; ".join(parts)
-    else:
-        level, message = DiagnosticStatus.OK, "ok"
+        if (window["dropped"] or window["invalid"]) and level == DiagnosticStatus.OK:
+            level = DiagnosticStatus.WARN
     values = {
-        "input_rate_hz": f"{window['in'] / period_s:.2f}",
+        "input_rate_hz": f"{rate:.2f}",
+        "expected_rate_hz": f"[{bounds[0]:g}, {bounds[1]:g}]",
         "output_rate_hz": f"{window['out'] / period_s:.2f}",
         "latency_mean_ms": f"{window['latency_mean_ms']:.1f}",
         "latency_max_ms": f"{window['latency_max_ms']:.1f}",
+        "stamp_latency_mean_ms": f"{window['stamp_latency_mean_ms']:.1f}",
+        "stamp_latency_max_ms": f"{window['stamp_latency_max_ms']:.1f}",
         "frames_in": str(stats.frames_in),
         "frames_out": str(stats.frames_out),
         "dropped": str(stats.dropped),
@@ -205,5 +290,6 @@ def diagnostic_status(name: str, hardware_id: str, stats: CameraStats,
         "last_invalid_reason": stats.last_invalid_reason,
     }
     values.update(extra)
+    message = "; ".join(parts) if parts else "ok"
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key=k, value=v) for k, v in values.items()])

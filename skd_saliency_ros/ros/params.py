@@ -9,6 +9,7 @@ rejected at run time is also rejected in the params file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -18,6 +19,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from skd_saliency_ros.core.engine import BACKENDS, DEVICES
 
 RELIABILITIES = ("best_effort", "reliable")
+RATE_PARAMS = ("min_rate_hz", "max_rate_hz")
 TRANSPORTS = ("raw", "compressed")
 
 
@@ -51,6 +53,10 @@ class ParamSpec:
 
 PARAMS: Tuple[ParamSpec, ...] = (
     # --- fixed at start-up -------------------------------------------------------------------
+    ParamSpec("autostart", True,
+              "true: configure and activate at start, as a plain node (ros2 run); false: "
+              "wait in the lifecycle state 'unconfigured' for a lifecycle manager (or "
+              "~/enable) to configure and activate it.", True),
     ParamSpec("model_path", "",
               "Checkpoint (.pt) or ONNX file of the fused saliency model; empty = the trained "
               "default model shipped in the package (weights/skd_default_r64.pt).", True),
@@ -107,6 +113,14 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("overlay_alpha", 0.5,
               "Weight of the heat map in ~/overlay (0 = camera image only, 1 = heat map only).",
               False, range=(0.0, 1.0)),
+    ParamSpec("min_rate_hz", [1.0],
+              "Expected input rate per camera, lower bound (Hz): one value for every camera or "
+              "one per entry of cameras. Diagnostics WARN below it (10 % tolerance, as "
+              "diagnostic_updater's FrequencyStatus) and report ERROR when no frame arrives "
+              "for a whole rate window; 0 = no lower bound.", False),
+    ParamSpec("max_rate_hz", [0.0],
+              "Expected input rate per camera, upper bound (Hz), same layout as min_rate_hz; "
+              "diagnostics WARN above it; 0 = no upper bound.", False),
     ParamSpec("min_input_size", 8,
               "Images narrower or lower than this many pixels are rejected as invalid.",
               False, range=(1, 4096)),
@@ -130,6 +144,8 @@ class Settings:
     min_score: float
     output_scale: float
     overlay_alpha: float
+    min_rate_hz: Tuple[float, ...]
+    max_rate_hz: Tuple[float, ...]
     min_input_size: int
     max_input_pixels: int
 
@@ -152,6 +168,9 @@ def _check_one(name: str, value: Any) -> Optional[str]:
             return f"{name} must be in [{low}, {high}], got {value}"
     if name in ("max_gap_s", "output_scale") and not value > 0:
         return f"{name} must be > 0, got {value}"
+    if name in RATE_PARAMS:
+        if not len(value) or any(not (math.isfinite(v) and v >= 0.0) for v in value):
+            return f"{name} must list finite rates >= 0 (Hz), got {list(value)}"
     return None
 
 
@@ -161,6 +180,18 @@ def validate(values: Mapping[str, Any]) -> Optional[str]:
         reason = _check_one(name, value)
         if reason:
             return reason
+    for name in RATE_PARAMS:
+        cameras = values.get("cameras")
+        if name in values and cameras is not None and len(values[name]) not in (
+                1, len(cameras)):
+            return (f"{name} has {len(values[name])} entries: give one for all cameras or one "
+                    f"per camera ({len(cameras)})")
+    lows, highs = values.get("min_rate_hz"), values.get("max_rate_hz")
+    if lows is not None and highs is not None:
+        for k in range(max(len(lows), len(highs))):
+            low, high = lows[min(k, len(lows) - 1)], highs[min(k, len(highs) - 1)]
+            if high > 0.0 and low > high:
+                return f"min_rate_hz {low} exceeds max_rate_hz {high} (camera {k})"
     low = values.get("min_input_size")
     high = values.get("max_input_pixels")
     if low is not None and high is not None and low * low > high:
@@ -171,7 +202,14 @@ def validate(values: Mapping[str, Any]) -> Optional[str]:
 
 def settings_from(values: Mapping[str, Any]) -> Settings:
     """Build the run-time settings from a mapping holding (at least) every run-time name."""
-    return Settings(**{name: values[name] for name in RUNTIME_PARAMS})
+    return Settings(**{name: tuple(values[name]) if name in RATE_PARAMS else values[name]
+                       for name in RUNTIME_PARAMS})
+
+
+def rate_bounds(settings: Settings, index: int) -> Tuple[float, float]:
+    """(min, max) expected input rate of camera ``index`` (one entry applies to all)."""
+    lows, highs = settings.min_rate_hz, settings.max_rate_hz
+    return lows[min(index, len(lows) - 1)], highs[min(index, len(highs) - 1)]
 
 
 def camera_label(topic: str) -> str:
@@ -183,7 +221,11 @@ def camera_label(topic: str) -> str:
 
 
 def camera_info_topic(topic: str) -> str:
-    """Return the CameraInfo topic of an image topic: its sibling named camera_info."""
+    """Return the CameraInfo topic of an image topic: its sibling named camera_info.
+
+    Apply it to the *resolved* image topic (after remapping), as image_transport does, so
+    that remapping only the image still finds the camera's info.
+    """
     head, _, _ = topic.rpartition("/")
     return f"{head}/camera_info" if head else "camera_info"
 
