@@ -15,16 +15,20 @@ Conventions (all angles in radians, all frames right-handed):
   seen from above).
 - PX4 / MAVLink use FRD body axes: flip the sign of pitch, yaw and yaw rate (see docs/PX4.md).
 
-For a camera on a gimbal, pass the gimbal's current attitude as the mounting: the bearing was
-measured in the camera's current frame, and the returned angles are the attitude that points
-the camera's optical axis at the target.
+For a camera on a gimbal, pass the gimbal's MEASURED attitude at the time of the camera frame as
+the mounting: the bearing was measured in the camera's frame at that moment, and the returned
+angles are the absolute attitude that points the optical axis at the target.  With a fixed
+mounting instead of the measured one, a gimbal that obeys the command makes the next command
+swing back (see ``AttitudeHistory`` and test_attention's closed-loop simulation).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from bisect import insort
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,6 +42,14 @@ OPTICAL_TO_LINK = np.array([[0.0, 0.0, 1.0],
 
 class AttentionError(SkdError, ValueError):
     """A bearing or a parameter that cannot be turned into a command."""
+
+
+class AttitudeError(AttentionError):
+    """No trustworthy camera attitude for a bearing: none yet, too old, or in an unusable frame.
+
+    Raised instead of guessing: a command computed on a made-up attitude points the gimbal at
+    the wrong place, so the caller sends no gimbal command at all.
+    """
 
 
 @dataclass(frozen=True)
@@ -183,3 +195,101 @@ def quaternion_flu_to_frd(q_xyzw: Sequence[float]) -> np.ndarray:
     """
     x, y, z, w = (float(v) for v in q_xyzw)
     return np.array([w, x, -y, -z])
+
+
+def quaternion_frd_to_flu(q_wxyz: Sequence[float]) -> np.ndarray:
+    """Convert a PX4 quaternion (w, x, y, z) in FRD axes to the same attitude in FLU (x, y, z, w).
+
+    The inverse of ``quaternion_flu_to_frd``: y and z of the rotation axis flip sign.
+    """
+    w, x, y, z = (float(v) for v in q_wxyz)
+    return np.array([x, -y, -z, w])
+
+
+def rotation_from_quaternion(q_xyzw: Sequence[float]) -> np.ndarray:
+    """Rotation matrix of a quaternion (x, y, z, w); normalised first, refused when unusable."""
+    q = np.asarray(q_xyzw, dtype=np.float64).reshape(-1)
+    if q.shape != (4,) or not np.all(np.isfinite(q)):
+        raise AttitudeError(f"attitude quaternion must be 4 finite numbers, got {q_xyzw!r}")
+    norm = float(np.linalg.norm(q))
+    if norm < 1e-6:
+        raise AttitudeError("attitude quaternion is (nearly) zero; it is no rotation")
+    x, y, z, w = q / norm
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def rpy_from_rotation(rot: np.ndarray) -> Tuple[float, float, float]:
+    """REP 103 (roll, pitch, yaw) with ``rotation_rpy(roll, pitch, yaw) == rot``.
+
+    At pitch = +-90 deg (a nadir camera) roll and yaw turn about the same axis; roll is then
+    reported as 0 and the whole turn as yaw, which rebuilds the same rotation.
+    """
+    pitch = math.atan2(-rot[2, 0], math.hypot(rot[0, 0], rot[1, 0]))
+    if math.hypot(rot[2, 1], rot[2, 2]) < 1e-9:  # gimbal lock
+        return 0.0, pitch, math.atan2(-rot[0, 1], rot[1, 1])
+    return math.atan2(rot[2, 1], rot[2, 2]), pitch, math.atan2(rot[1, 0], rot[0, 0])
+
+
+def mounting_from_quaternion(q_xyzw: Sequence[float]) -> Mounting:
+    """Camera attitude (camera_link in the body frame, quaternion x, y, z, w) as a Mounting."""
+    roll, pitch, yaw = rpy_from_rotation(rotation_from_quaternion(q_xyzw))
+    return Mounting(roll=roll, pitch=pitch, yaw=yaw)
+
+
+def body_to_bearing(direction_body: Sequence[float], mounting: Mounting) -> np.ndarray:
+    """Return the optical-frame ray under which a body direction is seen (bearing_to_body^-1)."""
+    d = np.asarray(direction_body, dtype=np.float64).reshape(3)
+    rot = rotation_rpy(mounting.roll, mounting.pitch, mounting.yaw)
+    ray = OPTICAL_TO_LINK.T @ (rot.T @ d)
+    return ray / np.linalg.norm(ray)
+
+
+@dataclass
+class AttitudeHistory:
+    """The last measured camera attitudes, to look up the one valid at a bearing's stamp.
+
+    A bearing was measured in the camera frame at the moment the image was taken; the
+    saliency node publishes it tens of milliseconds later, by which time the gimbal may have
+    moved.  ``at`` therefore returns the newest sample that is NOT newer than the bearing,
+    and refuses (``AttitudeError``) when there is none or it is older than the timeout.
+    Stamps are integer nanoseconds on one clock (ROS time of the headers).
+    """
+
+    maxlen: int = 256
+    _samples: Deque[Tuple[int, Mounting]] = field(default_factory=deque, repr=False)
+
+    def add(self, stamp_ns: int, mounting: Mounting) -> None:
+        """Keep one sample, in stamp order (samples may arrive out of order)."""
+        if self._samples and stamp_ns < self._samples[-1][0]:
+            items = list(self._samples)
+            insort(items, (stamp_ns, mounting), key=lambda item: item[0])
+            self._samples = deque(items)
+        else:
+            self._samples.append((stamp_ns, mounting))
+        while len(self._samples) > self.maxlen:
+            self._samples.popleft()
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def at(self, stamp_ns: int, timeout_s: float) -> Mounting:
+        """Attitude valid at ``stamp_ns``: newest sample at or before it, at most timeout_s old."""
+        if not self._samples:
+            raise AttitudeError("no camera attitude received yet")
+        chosen = None
+        for sample_ns, mounting in reversed(self._samples):
+            if sample_ns <= stamp_ns:
+                chosen = (sample_ns, mounting)
+                break
+        if chosen is None:
+            oldest = self._samples[0][0]
+            raise AttitudeError(
+                f"no camera attitude at or before the bearing stamp {stamp_ns * 1e-9:.3f} s "
+                f"(oldest kept sample {oldest * 1e-9:.3f} s); clocks out of step?")
+        age = (stamp_ns - chosen[0]) * 1e-9
+        if age > timeout_s:
+            raise AttitudeError(f"camera attitude is stale: the newest sample before the bearing "
+                                f"is {age:.3f} s older than it (attitude_timeout_s {timeout_s})")
+        return chosen[1]

@@ -8,20 +8,33 @@ message, publishes in standard messages (REP 103 body frame, radians; see attent
   down), z = yaw (positive left) of the camera in ``body_frame``;
 * ``~/gimbal_attitude`` geometry_msgs/QuaternionStamped: the same attitude as a quaternion;
 * ``~/yaw_rate`` geometry_msgs/TwistStamped: angular.z = vehicle yaw rate (positive left,
-  counter-clockwise seen from above); an empty bearings message publishes 0 (stop turning).
+  counter-clockwise seen from above); 0 (stop turning) for an empty bearings message and
+  whenever no trustworthy camera attitude is known.
 
-With ``px4_output`` set and px4_msgs importable it also publishes, with PX4's QoS
-(best effort, transient local, depth 1) and timestamps in microseconds, either
-``/fmu/in/gimbal_manager_set_attitude`` (px4_msgs/GimbalManagerSetAttitude, FRD quaternion)
-or ``/fmu/in/vehicle_command`` (VehicleCommand DO_GIMBAL_MANAGER_PITCHYAW, degrees, after one
-DO_GIMBAL_MANAGER_CONFIGURE that takes gimbal control).  px4_msgs cannot be installed in this
-project's environment, so that path is written to PX4's message definitions but UNTESTED here.
+The bearing is turned into the body frame with the camera attitude at the bearing's stamp,
+from ``attitude_source``: ``static`` (the mount_* parameters: a fixed camera), ``topic``
+(geometry_msgs/QuaternionStamped on ``gimbal_attitude_in``: camera_link in the body frame,
+from any gimbal driver) or ``px4`` (px4_msgs/GimbalDeviceAttitudeStatus on
+``/fmu/out/gimbal_device_attitude_status``).  A measured attitude closes the loop: once the
+gimbal points at the target the command stays.  With no sample at or before the bearing's
+stamp, or one older than ``attitude_timeout_s``, the node sends no gimbal command.
+
+With ``px4_output`` set it also publishes gimbal set-points to PX4 (GimbalManagerSetAttitude or
+VehicleCommand DO_GIMBAL_MANAGER_PITCHYAW); with the offboard stream armed
+(``px4_offboard_enable`` or the ``~/offboard_enable`` service, off by default) an
+OffboardControlMode heartbeat and a hover-and-turn TrajectorySetpoint.  It never switches PX4
+into offboard mode itself.  px4_msgs cannot be installed in this project's environment: the
+field contents are built and tested in core/px4_messages.py against PX4's message
+definitions, but the px4_msgs publishing and subscribing here have not run against PX4.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
+import time
+from dataclasses import dataclass
 from typing import Optional
 
 import rclpy
@@ -30,23 +43,42 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header
+from std_srvs.srv import SetBool
 
+from skd_saliency_ros.core.attention import (AttentionError, AttitudeError, AttitudeHistory,
+                                             Limits, Mounting, attention_command,
+                                             mounting_from_quaternion, quaternion_from_rpy)
 from skd_saliency_ros.core.errors import StartupError
-from skd_saliency_ros.core.attention import (AttentionError, Limits, Mounting, attention_command,
-                                             quaternion_flu_to_frd, quaternion_from_rpy,
-                                             to_px4_frd)
+from skd_saliency_ros.core.px4_messages import (ATTITUDE_FRAMES, Px4Ids, Px4MessageError,
+                                                fit_to_layout, gimbal_manager_configure,
+                                                gimbal_manager_pitchyaw,
+                                                gimbal_manager_set_attitude,
+                                                offboard_control_mode, offboard_yaw_rate,
+                                                parse_gimbal_device_attitude_status,
+                                                trajectory_setpoint_yaw_rate)
 
 NODE_NAME = "attention_to_setpoint"
 PX4_OUTPUTS = ("none", "gimbal_attitude", "pitchyaw_command")
-VEHICLE_CMD_DO_GIMBAL_MANAGER_PITCHYAW = 1000
-VEHICLE_CMD_DO_GIMBAL_MANAGER_CONFIGURE = 1001
+ATTITUDE_SOURCES = ("static", "topic", "px4")
+HISTORY_LENGTH = 256   # attitude samples kept: > 2 s at 100 Hz
+WARN_PERIOD_S = 5.0
+
+#: PX4's /fmu/in/* QoS (px4_ros_com examples): best effort, transient local, depth 1.
+PX4_IN_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                        history=HistoryPolicy.KEEP_LAST, depth=1)
+#: Reading /fmu/out/*: best effort and volatile, which any PX4 writer durability satisfies.
+PX4_OUT_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.VOLATILE,
+                         history=HistoryPolicy.KEEP_LAST, depth=5)
 
 #: name -> (default, description); angles in degrees for readable YAML, converted once.
 PARAMETERS = {
     "body_frame": ("base_link", "frame_id of the published angles (REP 103 FLU body frame)"),
-    "mount_roll_deg": (0.0, "camera roll in the body frame (for a gimbal: its current roll)"),
-    "mount_pitch_deg": (0.0, "camera pitch in the body frame, positive DOWN (90 = nadir)"),
-    "mount_yaw_deg": (0.0, "camera yaw in the body frame, positive LEFT"),
+    "mount_roll_deg": (0.0, "attitude_source static: camera roll in the body frame"),
+    "mount_pitch_deg": (0.0, "attitude_source static: camera pitch, positive DOWN (90 = nadir)"),
+    "mount_yaw_deg": (0.0, "attitude_source static: camera yaw in the body frame, positive LEFT"),
     "pitch_min_deg": (-30.0, "lowest commanded gimbal pitch (negative = up)"),
     "pitch_max_deg": (90.0, "highest commanded gimbal pitch (90 = straight down)"),
     "yaw_min_deg": (-180.0, "gimbal yaw limit to the right (negative)"),
@@ -54,6 +86,14 @@ PARAMETERS = {
     "max_yaw_rate_deg_s": (30.0, "largest vehicle yaw-rate command magnitude"),
     "yaw_rate_gain": (1.0, "yaw-rate command per yaw error ((rad/s)/rad)"),
     "yaw_deadband_deg": (2.0, "no turn command below this yaw error"),
+    "attitude_source": ("static", "static (mount_* parameters, fixed camera) | topic "
+                                  "(QuaternionStamped on gimbal_attitude_in) | px4 "
+                                  "(GimbalDeviceAttitudeStatus, needs px4_msgs)"),
+    "attitude_timeout_s": (0.5, "refuse a measured attitude older than this relative to the "
+                                "bearing's stamp"),
+    "px4_attitude_frame": ("auto", "auto (MAVLink flag rules; legacy YAW_LOCK = earth frame, "
+                                   "refused) | vehicle (a legacy YAW_LOCK status is relative to "
+                                   "the vehicle, as PX4's AUX/PWM gimbal output reports)"),
     "px4_output": ("none", "none | gimbal_attitude (GimbalManagerSetAttitude) | "
                            "pitchyaw_command (VehicleCommand DO_GIMBAL_MANAGER_PITCHYAW); "
                            "needs px4_msgs"),
@@ -63,11 +103,94 @@ PARAMETERS = {
     "px4_source_component": (191, "MAVLink component id this node claims (191 = onboard "
                                   "computer)"),
     "px4_gimbal_device_id": (0, "gimbal device id (0 = all gimbals)"),
+    "px4_offboard_enable": (False, "stream OffboardControlMode + TrajectorySetpoint (hover, "
+                                   "yaw rate) from start-up; ~/offboard_enable arms at run time"),
+    "px4_offboard_rate_hz": (10.0, "offboard stream rate (PX4 needs >= 2 Hz)"),
+    "yaw_rate_timeout_s": (0.5, "offboard stream: yawspeed 0 when the last bearing is older"),
 }
 
 #: read at start-up only
-FIXED = {"body_frame", "px4_output", "px4_target_system", "px4_target_component",
-         "px4_source_system", "px4_source_component", "px4_gimbal_device_id"}
+FIXED = {"body_frame", "attitude_source", "px4_attitude_frame", "px4_output",
+         "px4_target_system", "px4_target_component", "px4_source_system",
+         "px4_source_component", "px4_gimbal_device_id", "px4_offboard_enable",
+         "px4_offboard_rate_hz"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run-time parameters, converted and checked together (all or nothing)."""
+
+    mounting: Mounting
+    limits: Limits
+    attitude_timeout_s: float
+    yaw_rate_timeout_s: float
+
+
+def stamp_ns(stamp) -> int:
+    """Convert a builtin_interfaces/Time to integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def import_px4(purpose: str, *names: str) -> tuple:
+    """Return the px4_msgs classes ``names``, or raise a StartupError naming what needs them."""
+    try:
+        from px4_msgs import msg as px4
+    except ImportError:
+        raise StartupError(f"{purpose} needs the px4_msgs package (build it from "
+                           "https://github.com/PX4/px4_msgs, the branch matching your PX4, in "
+                           "your workspace); without it use px4_output:=none, "
+                           "attitude_source static|topic and no offboard stream") from None
+    missing = [name for name in names if not hasattr(px4, name)]
+    if missing:
+        raise StartupError(f"{purpose}: the installed px4_msgs has no {', '.join(missing)}")
+    return tuple(getattr(px4, name) for name in names)
+
+
+def fill_message(msg_cls, fields: dict):
+    """Copy a core field dict onto a new px4_msgs object, adapted to the installed layout.
+
+    Every field is set explicitly (no silent defaults); rosidl's own type and range checks
+    become a Px4MessageError that names the field.
+    """
+    type_name = msg_cls.__name__
+    fitted = fit_to_layout(fields, msg_cls.get_fields_and_field_types(), type_name)
+    msg = msg_cls()
+    for name, value in fitted.items():
+        try:
+            setattr(msg, name, value)
+        except (AssertionError, TypeError, ValueError) as exc:
+            raise Px4MessageError(f"{type_name}.{name} = {value!r} rejected: {exc}") from None
+    return msg
+
+
+def message_fields(msg) -> dict:
+    """Return all fields of a rosidl message as a plain dict (for the core parsers)."""
+    return {name: getattr(msg, name) for name in msg.get_fields_and_field_types()}
+
+
+class WarnThrottle:
+    """Log a warning at most once per period per KIND of problem (numbers ignored).
+
+    rclpy's own throttling is per call site, so one early "no attitude yet" would hide a
+    different problem ("stale") reported from the same place for the whole period.
+    """
+
+    def __init__(self, logger, period_s: float = WARN_PERIOD_S):
+        self.logger, self.period_s = logger, period_s
+        self._last = {}
+
+    def __call__(self, text: str) -> None:
+        """Warn unless the same kind of text was logged less than a period ago."""
+        key = re.sub(r"[-+]?\d[\d.e+-]*", "#", text)
+        now = time.monotonic()
+        if now - self._last.get(key, -math.inf) >= self.period_s:
+            self._last[key] = now
+            self.logger.warning(text)
+
+
+def px4_timestamp_us(node: Node) -> int:
+    """Return a PX4 timestamp (microseconds, node clock), as the px4_ros_com examples do."""
+    return int(node.get_clock().now().nanoseconds // 1000)
 
 
 class AttentionNode(Node):
@@ -81,21 +204,25 @@ class AttentionNode(Node):
                 description=text, dynamic_typing=isinstance(default, float),
                 read_only=name in FIXED))
         try:
-            self._mounting, self._limits = self._read_geometry()
+            self.settings = self._read_settings()
         except (TypeError, ValueError) as exc:
             raise StartupError(f"invalid parameter: {exc}") from None
         self._hold_yaw = 0.0
+        self.warn = WarnThrottle(self.get_logger())
         self._frame = str(self.get_parameter("body_frame").value)
         self.pub_angles = self.create_publisher(Vector3Stamped, "~/gimbal_angles", 10)
         self.pub_attitude = self.create_publisher(QuaternionStamped, "~/gimbal_attitude", 10)
         self.pub_rate = self.create_publisher(TwistStamped, "~/yaw_rate", 10)
-        self._px4 = _Px4Output(self) if self.get_parameter("px4_output").value != "none" \
-            else None
+        self._attitude = self._make_attitude_source()
+        mode = str(self.get_parameter("px4_output").value)
+        self._px4 = _Px4Gimbal(self, mode, self._px4_ids()) if mode != "none" else None
+        self._offboard = _Offboard(self, float(self.get_parameter("px4_offboard_rate_hz").value),
+                                   bool(self.get_parameter("px4_offboard_enable").value))
         self.create_subscription(PoseArray, "bearings", self._on_bearings, 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ----------------------------------------------------------------------- parameters
-    def _read_geometry(self, overrides: Optional[dict] = None):
+    def _read_settings(self, overrides: Optional[dict] = None) -> Settings:
         def value(name):
             if overrides and name in overrides:
                 return float(overrides[name])
@@ -111,7 +238,11 @@ class AttentionNode(Node):
                         yaw_rate_gain=value("yaw_rate_gain"),
                         yaw_deadband=rad(value("yaw_deadband_deg")))
         limits.check()
-        return mounting, limits
+        for name in ("attitude_timeout_s", "yaw_rate_timeout_s"):
+            if not (math.isfinite(value(name)) and value(name) > 0.0):
+                raise AttentionError(f"{name} must be finite and > 0, got {value(name)}")
+        return Settings(mounting, limits, value("attitude_timeout_s"),
+                        value("yaw_rate_timeout_s"))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params}
@@ -119,119 +250,276 @@ class AttentionNode(Node):
         if fixed:
             return SetParametersResult(successful=False,
                                        reason=f"{', '.join(sorted(fixed))} is fixed at start-up")
-        geometry = {k: v for k, v in changes.items() if k in PARAMETERS}
+        known = {k: v for k, v in changes.items() if k in PARAMETERS}
         try:
-            mounting, limits = self._read_geometry(geometry)
+            self.settings = self._read_settings(known)
         except (AttentionError, TypeError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self._mounting, self._limits = mounting, limits
         return SetParametersResult(successful=True)
+
+    def _px4_ids(self) -> Px4Ids:
+        ids = Px4Ids(**{k: int(self.get_parameter(f"px4_{k}").value) for k in (
+            "target_system", "target_component", "source_system", "source_component",
+            "gimbal_device_id")})
+        try:
+            ids.check()
+        except Px4MessageError as exc:
+            raise StartupError(str(exc)) from None
+        return ids
+
+    def _make_attitude_source(self):
+        source = str(self.get_parameter("attitude_source").value)
+        if source not in ATTITUDE_SOURCES:
+            raise StartupError(f"attitude_source must be one of {', '.join(ATTITUDE_SOURCES)}, "
+                               f"got '{source}'")
+        frame = str(self.get_parameter("px4_attitude_frame").value)
+        if frame not in ATTITUDE_FRAMES:
+            raise StartupError(f"px4_attitude_frame must be one of {', '.join(ATTITUDE_FRAMES)}, "
+                               f"got '{frame}'")
+        if source == "topic":
+            return _TopicAttitude(self)
+        if source == "px4":
+            return _Px4Attitude(self, frame)
+        return _StaticAttitude(self)
 
     # ----------------------------------------------------------------------- bearings
     def _on_bearings(self, msg: PoseArray) -> None:
-        rate = TwistStamped()
-        rate.header.stamp = msg.header.stamp
-        rate.header.frame_id = self._frame
+        header = Header(stamp=msg.header.stamp, frame_id=self._frame)
         if not msg.poses:
-            self.pub_rate.publish(rate)  # nothing salient: stop turning
+            self._publish_rate(header, 0.0)  # nothing salient: stop turning
+            return
+        try:
+            mounting = self._attitude.at(stamp_ns(msg.header.stamp))
+        except AttitudeError as exc:
+            self.warn(f"no gimbal command: {exc}")
+            self._publish_rate(header, 0.0)  # target direction unknown: stop turning
             return
         p = msg.poses[0].position
         try:
-            cmd = attention_command((p.x, p.y, p.z), self._mounting, self._limits,
+            cmd = attention_command((p.x, p.y, p.z), mounting, self.settings.limits,
                                     hold_yaw=self._hold_yaw)
         except AttentionError as exc:
-            self.get_logger().warning(f"bearing ignored: {exc}", throttle_duration_sec=5.0)
+            self.warn(f"bearing ignored: {exc}")
             return
         self._hold_yaw = cmd.yaw
-        angles = Vector3Stamped()
-        angles.header = rate.header
+        self._publish_command(header, cmd)
+
+    def _publish_rate(self, header: Header, yaw_rate: float) -> None:
+        rate = TwistStamped(header=header)
+        rate.twist.angular.z = yaw_rate
+        self.pub_rate.publish(rate)
+        self._offboard.note_rate(yaw_rate)
+
+    def _publish_command(self, header: Header, cmd) -> None:
+        angles = Vector3Stamped(header=header)
         angles.vector.x, angles.vector.y, angles.vector.z = 0.0, cmd.pitch, cmd.yaw
-        attitude = QuaternionStamped()
-        attitude.header = rate.header
+        attitude = QuaternionStamped(header=header)
         q = quaternion_from_rpy(0.0, cmd.pitch, cmd.yaw)
         (attitude.quaternion.x, attitude.quaternion.y, attitude.quaternion.z,
          attitude.quaternion.w) = (float(v) for v in q)
-        rate.twist.angular.z = cmd.yaw_rate
         self.pub_angles.publish(angles)
         self.pub_attitude.publish(attitude)
-        self.pub_rate.publish(rate)
+        self._publish_rate(header, cmd.yaw_rate)
         if self._px4 is not None:
             self._px4.send(cmd.pitch, cmd.yaw, q)
 
 
-class _Px4Output:
-    """px4_msgs publishers on /fmu/in/*; UNTESTED here (px4_msgs is not installable)."""
+# --------------------------------------------------------------------------- attitude sources
+class _StaticAttitude:
+    """A fixed camera: the mount_* parameters (run-time changes apply)."""
 
-    def __init__(self, node: Node):
-        mode = node.get_parameter("px4_output").value
+    def __init__(self, node: AttentionNode):
+        self.node = node
+
+    def at(self, stamp: int) -> Mounting:
+        """Return the mounting; a fixed camera's attitude does not depend on time."""
+        return self.node.settings.mounting
+
+
+class _MeasuredAttitude:
+    """Measured camera attitudes, looked up at each bearing's stamp (see AttitudeHistory)."""
+
+    def __init__(self, node: AttentionNode):
+        self.node = node
+        self.history = AttitudeHistory(maxlen=HISTORY_LENGTH)
+
+    def at(self, stamp: int) -> Mounting:
+        """Return the attitude valid at ``stamp`` or raise AttitudeError (no guessing)."""
+        return self.history.at(stamp, self.node.settings.attitude_timeout_s)
+
+    def _warn(self, text: str) -> None:
+        self.node.warn(f"attitude sample ignored: {text}")
+
+
+class _TopicAttitude(_MeasuredAttitude):
+    """geometry_msgs/QuaternionStamped: camera_link in the body frame (FLU), any gimbal driver."""
+
+    def __init__(self, node: AttentionNode):
+        super().__init__(node)
+        node.create_subscription(QuaternionStamped, "gimbal_attitude_in", self._on_attitude, 50)
+
+    def _on_attitude(self, msg: QuaternionStamped) -> None:
+        frame = msg.header.frame_id
+        if frame and frame != self.node._frame:
+            self._warn(f"it is in frame '{frame}', not the body frame '{self.node._frame}'")
+            return
+        q = msg.quaternion
+        try:
+            mounting = mounting_from_quaternion((q.x, q.y, q.z, q.w))
+        except AttitudeError as exc:
+            self._warn(str(exc))
+            return
+        self.history.add(stamp_ns(msg.header.stamp), mounting)
+
+
+class _Px4Attitude(_MeasuredAttitude):
+    """px4_msgs/GimbalDeviceAttitudeStatus (FRD, w x y z; timestamp in PX4 microseconds).
+
+    The timestamp is compared with the bearing's ROS stamp, which holds when the uXRCE-DDS
+    client synchronises time (UXRCE_DDS_SYNCT, on by default); otherwise every sample is
+    refused as stale or "not before the bearing", with a warning.
+    """
+
+    def __init__(self, node: AttentionNode, frame: str):
+        super().__init__(node)
+        self.frame = frame
+        (status_cls,) = import_px4("attitude_source px4", "GimbalDeviceAttitudeStatus")
+        node.create_subscription(status_cls, "/fmu/out/gimbal_device_attitude_status",
+                                 self._on_status, PX4_OUT_QOS)
+
+    def _on_status(self, msg) -> None:
+        try:
+            status = parse_gimbal_device_attitude_status(message_fields(msg), self.frame)
+        except (AttitudeError, Px4MessageError) as exc:
+            self._warn(str(exc))
+            return
+        self.history.add(status.stamp_ns, status.mounting)
+
+
+# --------------------------------------------------------------------------- PX4 outputs
+class _Px4Gimbal:
+    """Gimbal set-points on /fmu/in/*; the field dicts come from core.px4_messages."""
+
+    def __init__(self, node: AttentionNode, mode: str, ids: Px4Ids):
         if mode not in PX4_OUTPUTS:
             raise StartupError(f"px4_output must be one of {', '.join(PX4_OUTPUTS)}, "
                                f"got '{mode}'")
-        try:
-            from px4_msgs.msg import GimbalManagerSetAttitude, VehicleCommand
-        except ImportError:
-            raise StartupError(f"px4_output '{mode}' needs the px4_msgs package (build it "
-                               "from https://github.com/PX4/px4_msgs in your workspace); "
-                               "set px4_output:=none to publish standard messages only"
-                               ) from None
-        self.node, self.mode = node, mode
-        self.msg_attitude, self.msg_command = GimbalManagerSetAttitude, VehicleCommand
-        qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                         history=HistoryPolicy.KEEP_LAST, depth=1)
-        ids = {k: int(node.get_parameter(f"px4_{k}").value) for k in (
-            "target_system", "target_component", "source_system", "source_component",
-            "gimbal_device_id")}
-        self.ids = ids
-        if mode == "gimbal_attitude":
-            self.pub = node.create_publisher(GimbalManagerSetAttitude,
-                                             "/fmu/in/gimbal_manager_set_attitude", qos)
-        else:
-            self.pub = node.create_publisher(VehicleCommand, "/fmu/in/vehicle_command", qos)
+        attitude_cls, command_cls = import_px4(f"px4_output '{mode}'",
+                                               "GimbalManagerSetAttitude", "VehicleCommand")
+        self.node, self.mode, self.ids = node, mode, ids
+        self.cls = attitude_cls if mode == "gimbal_attitude" else command_cls
+        self.command_cls = command_cls
+        topic = ("/fmu/in/gimbal_manager_set_attitude" if mode == "gimbal_attitude"
+                 else "/fmu/in/vehicle_command")
+        self.pub = node.create_publisher(self.cls, topic, PX4_IN_QOS)
+        self.pub_command = (self.pub if self.cls is command_cls else
+                            node.create_publisher(command_cls, "/fmu/in/vehicle_command",
+                                                  PX4_IN_QOS))
+        try:  # a px4_msgs build that does not fit fails here, not in flight
+            self._setpoint(0, 0.0, 0.0, (0.0, 0.0, 0.0, 1.0))
+            fill_message(command_cls, gimbal_manager_configure(0, ids))
+        except Px4MessageError as exc:
+            raise StartupError(f"px4_output '{mode}': {exc}") from None
         self.configured = False
 
-    def _now_us(self) -> int:
-        return int(self.node.get_clock().now().nanoseconds / 1000)
-
-    def _command(self, command: int, params) -> object:
-        msg = self.msg_command()
-        msg.timestamp = self._now_us()
-        msg.command = command
-        for i, value in enumerate(params, start=1):
-            setattr(msg, f"param{i}", value)
-        msg.target_system = self.ids["target_system"]
-        msg.target_component = self.ids["target_component"]
-        msg.source_system = self.ids["source_system"]
-        msg.source_component = self.ids["source_component"]
-        msg.from_external = True
-        return msg
+    def _setpoint(self, stamp_us: int, pitch: float, yaw: float, q_flu):
+        if self.mode == "gimbal_attitude":
+            return fill_message(self.cls, gimbal_manager_set_attitude(stamp_us, q_flu, self.ids))
+        return fill_message(self.cls, gimbal_manager_pitchyaw(stamp_us, pitch, yaw, self.ids))
 
     def send(self, pitch: float, yaw: float, q_flu) -> None:
-        """Publish one gimbal set-point (REP 103 angles in, PX4 FRD conventions out)."""
-        if self.mode == "gimbal_attitude":
-            msg = self.msg_attitude()
-            msg.timestamp = self._now_us()
-            msg.origin_sysid = self.ids["source_system"]
-            msg.origin_compid = self.ids["source_component"]
-            msg.target_system = self.ids["target_system"]
-            msg.target_component = self.ids["target_component"]
-            msg.flags = 0  # angles relative to the vehicle (no yaw lock)
-            msg.gimbal_device_id = self.ids["gimbal_device_id"]
-            msg.q = [float(v) for v in quaternion_flu_to_frd(q_flu)]
-            nan = float("nan")
-            msg.angular_velocity_x = msg.angular_velocity_y = msg.angular_velocity_z = nan
-            self.pub.publish(msg)
+        """Publish one gimbal set-point (REP 103 in, PX4 conventions out); never raises."""
+        now = px4_timestamp_us(self.node)
+        try:
+            if not self.configured:  # take primary control of the gimbal once
+                self.pub_command.publish(fill_message(self.command_cls,
+                                                      gimbal_manager_configure(now, self.ids)))
+                self.configured = True
+            self.pub.publish(self._setpoint(now, pitch, yaw, q_flu))
+        except Px4MessageError as exc:
+            self.node.warn(f"PX4 gimbal set-point not sent: {exc}")
+
+
+class _Offboard:
+    """OffboardControlMode heartbeat + hover-and-turn TrajectorySetpoint, only while armed.
+
+    Arming starts the stream; it does NOT switch PX4 into offboard mode (the mission logic
+    owns that).  Disarming sends one last yawspeed 0 and stops: if PX4 is still in offboard
+    mode it then runs its offboard-loss failsafe (COM_OF_LOSS_T, COM_OBL_RC_ACT).
+    """
+
+    def __init__(self, node: AttentionNode, rate_hz: float, armed_at_start: bool):
+        if not (math.isfinite(rate_hz) and rate_hz >= 2.0):
+            raise StartupError(f"px4_offboard_rate_hz must be >= 2 (PX4 leaves offboard mode "
+                               f"below 2 Hz), got {rate_hz}")
+        self.node = node
+        self.armed = False
+        self._rate: Optional[float] = None
+        self._rate_time = -math.inf
+        self._pubs = None
+        node.create_service(SetBool, "~/offboard_enable", self._on_enable)
+        node.create_timer(1.0 / rate_hz, self._tick)
+        if armed_at_start:
+            ok, text = self.set_armed(True)
+            if not ok:
+                raise StartupError(f"px4_offboard_enable: {text}")
+
+    def note_rate(self, yaw_rate: float) -> None:
+        """Remember the newest yaw-rate command (REP 103) and when it came."""
+        self._rate, self._rate_time = float(yaw_rate), time.monotonic()
+
+    def set_armed(self, on: bool):
+        """Start or stop the stream; return (success, message) for the service."""
+        if not on:
+            if self.armed:
+                self._publish(0.0)  # stop turning before going quiet
+            self.armed = False
+            return True, "offboard stream stopped (PX4 failsafes if it is still in offboard mode)"
+        try:
+            self._ensure_publishers()
+            self._messages(0, 0.0)  # layout check before anything is sent
+        except (StartupError, Px4MessageError) as exc:
+            return False, str(exc)
+        self.armed = True
+        self.node.get_logger().warning(
+            "offboard stream armed: OffboardControlMode + TrajectorySetpoint (hover, yaw rate); "
+            "this node does not switch PX4 into offboard mode")
+        return True, "offboard stream armed; switching PX4 to offboard mode is up to you"
+
+    def _on_enable(self, request, response):
+        response.success, response.message = self.set_armed(bool(request.data))
+        return response
+
+    def _ensure_publishers(self) -> None:
+        if self._pubs is None:
+            mode_cls, setpoint_cls = import_px4("the offboard stream", "OffboardControlMode",
+                                                "TrajectorySetpoint")
+            self._pubs = (
+                mode_cls, setpoint_cls,
+                self.node.create_publisher(mode_cls, "/fmu/in/offboard_control_mode",
+                                           PX4_IN_QOS),
+                self.node.create_publisher(setpoint_cls, "/fmu/in/trajectory_setpoint",
+                                           PX4_IN_QOS))
+
+    def _messages(self, stamp_us: int, yaw_rate: float):
+        mode_cls, setpoint_cls = self._pubs[0], self._pubs[1]
+        return (fill_message(mode_cls, offboard_control_mode(stamp_us)),
+                fill_message(setpoint_cls, trajectory_setpoint_yaw_rate(stamp_us, yaw_rate)))
+
+    def _publish(self, yaw_rate: float) -> None:
+        try:
+            mode, setpoint = self._messages(px4_timestamp_us(self.node), yaw_rate)
+        except Px4MessageError as exc:
+            self.node.warn(f"offboard set-point not sent: {exc}")
             return
-        if not self.configured:  # take primary control of the gimbal once
-            self.pub.publish(self._command(VEHICLE_CMD_DO_GIMBAL_MANAGER_CONFIGURE, [
-                float(self.ids["source_system"]), float(self.ids["source_component"]),
-                -1.0, -1.0, 0.0, 0.0, float(self.ids["gimbal_device_id"])]))
-            self.configured = True
-        px4_pitch, px4_yaw = to_px4_frd(pitch, yaw)
-        nan = float("nan")
-        self.pub.publish(self._command(VEHICLE_CMD_DO_GIMBAL_MANAGER_PITCHYAW, [
-            math.degrees(px4_pitch), math.degrees(px4_yaw), nan, nan, 0.0, 0.0,
-            float(self.ids["gimbal_device_id"])]))
+        self._pubs[2].publish(mode)
+        self._pubs[3].publish(setpoint)
+
+    def _tick(self) -> None:
+        if self.armed:
+            age = time.monotonic() - self._rate_time
+            self._publish(offboard_yaw_rate(self._rate, age,
+                                            self.node.settings.yaw_rate_timeout_s))
 
 
 def main(args=None) -> int:
