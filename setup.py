@@ -12,7 +12,7 @@ setup(
     # core (no ROS) <- ros (the nodes) <- bags (saliency_replay); demo: make demo's processes
     packages=[PACKAGE, f"{PACKAGE}.core", f"{PACKAGE}.ros", f"{PACKAGE}.bags", f"{PACKAGE}.demo"],
     # The trained default model travels with the code (a few hundred kB).
-    package_data={PACKAGE: ["weights/*.pt"]},
+    package_data={PACKAGE: ["weights/*.pt", "weights/*.onnx"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -1,5 +1,9 @@
 """ONNX export: a valid file with metadata and a dynamic batch, equal to torch on real frames."""
 
+import hashlib
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 import onnx
@@ -9,7 +13,8 @@ import torch
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
 from skd_saliency_ros.core.models import build_model
 from skd_saliency_ros.core.onnx_export import (INPUT_NAME, MIN_OPSET, OnnxExportError,
-                                               export_checkpoint, export_onnx, ort_session)
+                                               export_checkpoint, export_onnx)
+from skd_saliency_ros.core.onnx_runtime import EXPORT_VERSION, checkpoint_sha256, ort_session
 
 
 def real_batch(shared_data, resolution, count=4):
@@ -116,4 +121,53 @@ def test_export_checkpoint_carries_its_metadata(model, tmp_path):
     path = export_checkpoint(ckpt, tmp_path / "m.onnx")
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert props["resolution"] == str(r) and props["source_checkpoint"] == "m.pt"
+    assert props["source_checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert path.stat().st_mode & 0o044, "exported model readable only by its owner"
     assert '"val_nss": 1.23' in props["checkpoint_meta"]
+
+
+def test_shipped_default_onnx_is_the_default_checkpoint():
+    """weights/skd_default_r64.onnx was exported from exactly the shipped checkpoint.
+
+    Regenerate it with ``python -m training export --out
+    skd_saliency_ros/weights/skd_default_r64.onnx --overwrite`` after changing the default.
+    """
+    shipped = DEFAULT_MODEL.with_suffix(".onnx")
+    props = ort_session(shipped, threads=1).get_modelmeta().custom_metadata_map
+    assert props["source_checkpoint_sha256"] == checkpoint_sha256(DEFAULT_MODEL), \
+        "the shipped ONNX is stale: re-export it from the shipped checkpoint"
+    assert props["skd_export_version"] == str(EXPORT_VERSION)
+
+
+def test_default_engine_runs_without_the_onnx_package(tmp_path):
+    """The node's default path (shipped ONNX) never imports onnx (it has no rosdep key).
+
+    A sibling ONNX exported from other weights is not used: the engine exports anew.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    def engine_on(model: Path):
+        code = ("import sys; from skd_saliency_ros.core.engine import SaliencyEngine; "
+                f"e = SaliencyEngine({str(model)!r}, device='cpu', backend='onnxruntime'); "
+                "print(e.model_info['onnx_path']); print('onnx' in sys.modules)")
+        env = dict(os.environ, SKD_ONNX_CACHE=str(tmp_path / "cache"))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()[-2:]
+
+    onnx_path, imported = engine_on(DEFAULT_MODEL)
+    assert onnx_path == str(DEFAULT_MODEL.with_suffix(".onnx")) and imported == "False"
+    assert not (tmp_path / "cache").exists(), "the default model was exported again"
+
+    net, _ = load_checkpoint(DEFAULT_MODEL)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.mul_(0.5)  # other weights, same architecture
+    from skd_saliency_ros.core.checkpoint import save_checkpoint
+    other = save_checkpoint(tmp_path / "other.pt", net, 64)
+    shutil.copy(DEFAULT_MODEL.with_suffix(".onnx"), tmp_path / "other.onnx")
+    onnx_path, _ = engine_on(other)
+    assert Path(onnx_path).parent == tmp_path / "cache", onnx_path

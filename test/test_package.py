@@ -101,7 +101,7 @@ def test_package_metadata_agrees():
     assert data_files[f"share/{PACKAGE}/launch"] == ("glob", "launch/*.py")
     assert data_files[f"share/{PACKAGE}/config"] == ("glob", "config/*.*")
     assert data_files[f"share/{PACKAGE}/config/teachers"] == ("glob", "config/teachers/*.yaml")
-    assert setup["package_data"] == {PACKAGE: ["weights/*.pt"]}
+    assert setup["package_data"] == {PACKAGE: ["weights/*.pt", "weights/*.onnx"]}
     cfg = (REPO / "setup.cfg").read_text()
     assert f"script_dir=$base/lib/{PACKAGE}" in cfg
     assert f"install_scripts=$base/lib/{PACKAGE}" in cfg
@@ -246,8 +246,10 @@ def test_colcon_build_installs_a_working_node(tmp_path, ros_env):
         assert (share / rel).is_file(), rel
     assert (install / "share/ament_index/resource_index/packages" / PACKAGE).is_file()
     site = next((install / "lib").glob("python3*/site-packages"))
-    weights = sorted(p.name for p in (REPO / PACKAGE / "weights").glob("*.pt"))
-    assert sorted(p.name for p in (site / PACKAGE / "weights").glob("*.pt")) == weights
+    for pattern in ("*.pt", "*.onnx"):  # the checkpoint and its pre-exported ONNX
+        weights = sorted(p.name for p in (REPO / PACKAGE / "weights").glob(pattern))
+        assert weights and sorted(
+            p.name for p in (site / PACKAGE / "weights").glob(pattern)) == weights
 
     # Start the installed executable (from a clean directory, only the install on the path)
     # with a model that does not exist: it must come up far enough to say so and exit 1.
@@ -270,6 +272,7 @@ def test_readme_documents_every_parameter_and_topic():
     for name in params.PARAM_NAMES:
         assert f"| `{name}` |" in text, f"README does not document parameter {name}"
     for topic in ("`image`", "`camera_info`", "`~/saliency`", "`~/peaks`", "`~/bearings`",
-                  "`~/overlay`", "`/diagnostics`"):
+                  "`~/overlay`", "`/diagnostics`", "`~/target`", "`~/camera_info`",
+                  "`~/enable`"):
         assert f"| {topic} |" in text, f"README does not document topic {topic}"
     assert "make demo" in text and "make test" in text

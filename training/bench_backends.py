@@ -253,7 +253,7 @@ class CellRunner:
                     return traced(x)
             return run
         if backend == "onnxruntime":
-            from skd_saliency_ros.core.onnx_export import ort_session
+            from skd_saliency_ros.core.onnx_runtime import ort_session
 
             # the engine's own session options (no spinning), so the bench times what runs
             session = ort_session(self.onnx_file(bench_model, resolution), threads)

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _teacher_runner(spec: str):
-    from skd_saliency_ros.core.onnx_export import ort_session
+    from skd_saliency_ros.core.onnx_runtime import ort_session
 
     from .bench_backends import BenchError
     from .teachers import GenericTeacher, get_teacher
@@ -57,7 +57,8 @@ def _teacher_runner(spec: str):
 def _student_runner(name: str, workdir: Path):
     from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
     from skd_saliency_ros.core.models import count_parameters
-    from skd_saliency_ros.core.onnx_export import export_checkpoint, ort_session
+    from skd_saliency_ros.core.onnx_export import export_checkpoint
+    from skd_saliency_ros.core.onnx_runtime import ort_session
 
     path = DEFAULT_MODEL if name == "default" else Path(name)
     model, payload = load_checkpoint(path)

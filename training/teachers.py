@@ -408,7 +408,7 @@ class GenericTeacher(Teacher):
                 return [res.detach().cpu().numpy()]
             return run
         if ext in self.ONNX_EXT:
-            from skd_saliency_ros.core.onnx_export import ort_session
+            from skd_saliency_ros.core.onnx_runtime import ort_session
             try:
                 sess = ort_session(path, threads=0)  # all cores: teaching is offline work
             except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types

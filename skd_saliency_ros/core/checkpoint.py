@@ -44,6 +44,17 @@ def code_version() -> str:
     return __version__
 
 
+def make_shareable(path: str | os.PathLike) -> None:
+    """Give a file written through mkstemp (0600) the umask's default mode.
+
+    Checkpoints and exported models are shared data (installed, copied to the robot), not
+    secrets.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution: int,
                     meta: Optional[Dict[str, Any]] = None, overwrite: bool = False,
                     extra: Optional[Dict[str, Any]] = None) -> Path:
@@ -75,10 +86,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution:
     os.close(fd)
     try:
         torch.save(payload, tmp)
-        # mkstemp creates 0600 files; a checkpoint is shared data, so use the umask default.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        make_shareable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

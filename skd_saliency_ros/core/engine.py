@@ -28,7 +28,6 @@ Streams never share state, so two cameras are never paired with each other.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -44,7 +43,7 @@ import torch
 
 from skd_saliency_ros.core.maps import fill_pair, normalise_maps
 from skd_saliency_ros.core.models import fuse_for_inference
-from skd_saliency_ros.core.onnx_export import ort_session
+from skd_saliency_ros.core.onnx_runtime import ort_session
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -294,13 +293,21 @@ class SaliencyEngine:
         return device
 
     def _onnx_for(self, checkpoint: Path) -> Path:
-        """Export ``checkpoint`` once to the ONNX cache (or a private temp dir) and return it."""
-        from skd_saliency_ros.core.onnx_export import EXPORT_VERSION, export_checkpoint
+        """ONNX file of ``checkpoint``: its own export beside it, else exported once and cached.
+
+        ``<name>.onnx`` next to ``<name>.pt`` is used when its metadata says it was exported
+        from exactly these bytes with this export recipe (the shipped default is), so the
+        node's default path needs neither torch's exporter nor the ``onnx`` package.
+        """
+        from skd_saliency_ros.core.onnx_runtime import EXPORT_VERSION, checkpoint_sha256
 
         if not checkpoint.is_file():
             raise CheckpointError(f"{checkpoint}: no such checkpoint file")
-        digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
-        name = f"{checkpoint.stem}-{digest}-torch{torch.__version__.split('+')[0]}" \
+        sha = checkpoint_sha256(checkpoint)
+        sibling = checkpoint.with_suffix(".onnx")
+        if sibling.is_file() and self._exported_from(sibling, sha, EXPORT_VERSION):
+            return sibling
+        name = f"{checkpoint.stem}-{sha[:16]}-torch{torch.__version__.split('+')[0]}" \
                f"-e{EXPORT_VERSION}.onnx"
         target = onnx_cache_dir() / name
         if target.is_file():
@@ -312,8 +319,24 @@ class SaliencyEngine:
         except OSError:  # read-only home on the robot: keep it for this process only
             self._tmpdir = tempfile.TemporaryDirectory(prefix="skd_onnx_")
             target = Path(self._tmpdir.name) / name
+        from skd_saliency_ros.core.onnx_export import export_checkpoint
+
         self._log.info(f"exporting {checkpoint.name} to ONNX at {target}")
         return export_checkpoint(checkpoint, target, overwrite=True)
+
+    def _exported_from(self, onnx_path: Path, sha: str, version: int) -> bool:
+        """Whether ``onnx_path`` records the checkpoint SHA-256 ``sha`` and export ``version``."""
+        try:
+            props = ort_session(onnx_path, threads=1).get_modelmeta().custom_metadata_map
+        except Exception as exc:  # an unreadable file beside the checkpoint: export anew
+            self._log.warning(f"ignoring {onnx_path}: onnxruntime cannot open it ({exc})")
+            return False
+        if props.get("source_checkpoint_sha256") == sha and \
+                props.get("skd_export_version") == str(version):
+            return True
+        self._log.info(f"not using {onnx_path}: it was not exported from this checkpoint "
+                       f"with export version {version}")
+        return False
 
     # ----------------------------------------------------------------- state
     def reset(self, stream: Optional[str] = None, reason: Optional[str] = None) -> None:

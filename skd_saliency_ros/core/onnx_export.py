@@ -20,10 +20,11 @@ import numpy as np
 import onnx
 import torch
 
+from skd_saliency_ros.core.checkpoint import make_shareable
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.onnx_runtime import EXPORT_VERSION, checkpoint_sha256, ort_session
 from skd_saliency_ros import __version__
 
-EXPORT_VERSION = 2  # 2: the inference-fused model is exported (BN folded, LRN as 1x1 conv)
 INPUT_NAME = "frames"
 OUTPUT_NAME = "saliency"
 MIN_OPSET = 17
@@ -80,11 +81,7 @@ def _export_file(model: torch.nn.Module, sample: torch.Tensor, path: str, opset:
 
 def _self_check(path: Path, model: torch.nn.Module, sample: torch.Tensor) -> float:
     """Run the file in onnxruntime on ``sample`` and return max |ort - torch|."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads=1)
     got = session.run(None, {INPUT_NAME: sample.numpy()})[0]
     with torch.inference_mode():
         want = model(sample).numpy()
@@ -149,6 +146,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int
             if not err <= TOLERANCE:
                 raise OnnxExportError(f"{path}: onnxruntime output differs from torch by "
                                       f"{err:.3g} > {TOLERANCE}")
+        make_shareable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -173,30 +171,8 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.PathLik
     # about 6 % faster in onnxruntime than the plain graph.
     model = fuse_for_inference(model, int(payload["resolution"]))
     meta = {"source_checkpoint": Path(checkpoint_path).name,
+            "source_checkpoint_sha256": checkpoint_sha256(checkpoint_path),
             "checkpoint_code_version": payload.get("code_version", "?"),
             "checkpoint_meta": json.dumps(payload.get("meta", {}), default=str)}
     return export_onnx(model, path, int(payload["resolution"]), dynamic_batch=dynamic_batch,
                        overwrite=overwrite, opset=opset, meta=meta)
-
-
-def ort_session(path: str | os.PathLike, threads: int = 0, device: str = "cpu"):
-    """Open an onnxruntime session with the options every part of the package runs with.
-
-    One thread pool of ``threads`` (0: onnxruntime's default, all cores), sequential
-    execution, all graph optimisations, and no spinning: idle pool threads would otherwise
-    busy-wait between frames, taking CPU from the rest of the drone's software for a few
-    microseconds of latency.  The engine, the benchmarks and the teachers all use it, so a
-    benchmark times what the node runs.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or 0)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), opts, providers=providers)
