@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import cv2
-
 from bench.node_bench import PARAMS_FILE, SHM_PROFILE, BenchError, Proc, ros_env
 from bench.soak import rss_mb
 
@@ -38,25 +36,10 @@ NODE = "/saliency_node"
 STOP_BOUND_S = 0.5
 
 
-def read_frames(path: Path, count: int) -> List:
-    """First ``count`` frames (BGR) of a real video."""
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < count:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    if len(frames) < count:
-        raise BenchError(f"{path}: only {len(frames)} frames could be read, {count} needed")
-    return frames
-
-
 class LifecycleClient:
     """Camera, probe and lifecycle service client in one rclpy context (this process)."""
 
-    def __init__(self, domain_id: int, frames: List, rate_hz: float):
+    def __init__(self, domain_id: int, frames: List, rate_hz: float, encoding: str = "bgr8"):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from lifecycle_msgs.srv import ChangeState, GetState
@@ -78,7 +61,7 @@ class LifecycleClient:
         self.change = self.node.create_client(ChangeState, f"{NODE}/change_state")
         self.get = self.node.create_client(GetState, f"{NODE}/get_state")
         self.enable = self.node.create_client(SetBool, f"{NODE}/enable")
-        self.frames, self.period = frames, 1.0 / rate_hz
+        self.frames, self.period, self.encoding = frames, 1.0 / rate_hz, encoding
         self.sent = 0
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
@@ -107,7 +90,7 @@ class LifecycleClient:
 
         while not self._stop.is_set():
             frame = self.frames[self.sent % len(self.frames)]
-            msg = Image(encoding="bgr8", height=frame.shape[0], width=frame.shape[1],
+            msg = Image(encoding=self.encoding, height=frame.shape[0], width=frame.shape[1],
                         step=frame.shape[1] * 3)
             now = self.node.get_clock().now().to_msg()
             msg.header.stamp, msg.header.frame_id = now, "uav_camera_optical"
@@ -186,9 +169,12 @@ class LifecycleClient:
 
 
 def run_cycles(cycles: int, frames: List, rate_hz: float = 10.0, active_s: float = 1.0,
-               quiet_s: float = 1.0, mix_enable: bool = True,
+               quiet_s: float = 1.0, mix_enable: bool = True, encoding: str = "bgr8",
                start_timeout: float = 120.0, log_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Start the node, run ``cycles`` deactivate/activate cycles, return the measurements."""
+    """Start the node, run ``cycles`` deactivate/activate cycles, return the measurements.
+
+    ``frames``: 8-bit 3-channel images in ``encoding`` (bgr8 or rgb8).
+    """
     from lifecycle_msgs.msg import Transition
 
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(SHM_PROFILE))
@@ -200,7 +186,7 @@ def run_cycles(cycles: int, frames: List, rate_hz: float = 10.0, active_s: float
         client = None
         try:
             node.wait_for("serving", start_timeout)
-            client = LifecycleClient(int(env["ROS_DOMAIN_ID"]), frames, rate_hz)
+            client = LifecycleClient(int(env["ROS_DOMAIN_ID"]), frames, rate_hz, encoding)
             if client.wait_map(0.0, 30.0) is None:
                 raise BenchError(f"the node answered no frame: {node.tail()}")
             rows, rss = [], []
@@ -298,10 +284,12 @@ def main(argv=None) -> int:
     def body() -> int:
         if args.cycles < 1 or args.rate <= 0:
             raise BenchError("--cycles must be >= 1 and --rate > 0")
+        from training.datasets import VideoSource
         from training.paths import default_data_dir
         video = args.video or default_data_dir() / "uav_unlabeled" / "person11.mp4"
-        result = run_cycles(args.cycles, read_frames(video, 30), args.rate, args.active_s,
-                            args.quiet_s)
+        frames = list(VideoSource(video).frames(0, 30))  # RGB
+        result = run_cycles(args.cycles, frames, args.rate, args.active_s, args.quiet_s,
+                            encoding="rgb8")
         result.update(command=command_line(), date=datetime.date.today().isoformat(),
                       loadavg=" ".join(f"{v:.2f}" for v in os.getloadavg()))
         print(json.dumps(summary(result)), flush=True)

@@ -28,3 +28,20 @@ def ros_env(tmp_path):
     from skd_saliency_ros.core.processes import ros_child_env
 
     return ros_child_env(REPO_ROOT, log_dir=tmp_path / "ros_log")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shipped_weights_stay_untouched():
+    """Fail the run if any test changed a shipped model file (they ship to every user)."""
+    import hashlib
+
+    weights = REPO_ROOT / "skd_saliency_ros" / "weights"
+
+    def digests():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(weights.iterdir()) if p.is_file()}
+
+    before = digests()
+    yield
+    changed = sorted(name for name, digest in digests().items() if before.get(name) != digest)
+    assert not changed, f"tests modified shipped files in {weights}: {changed}"

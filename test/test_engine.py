@@ -223,8 +223,16 @@ def test_invalid_frames_leave_the_state_alone(model_path, frames):
                                atol=1e-5)
 
 
-def test_onnxruntime_backend_matches_torch(model_path, frames):
-    """The ONNX export of the checkpoint gives torch's maps and raw outputs within 1e-4."""
+def test_onnxruntime_backend_matches_torch(model_path, frames, tmp_path, monkeypatch):
+    """The ONNX export of the checkpoint gives torch's maps and raw outputs within 1e-4.
+
+    The cache part runs on a copy of the checkpoint (no pre-exported ONNX beside it) with a
+    private cache, so nothing shipped or in the user's cache is touched.
+    """
+    import shutil
+
+    monkeypatch.setenv("SKD_ONNX_CACHE", str(tmp_path / "cache"))
+    model_path = Path(shutil.copy(model_path, tmp_path / "model.pt"))
     torch_engine = SaliencyEngine(model_path, device="cpu", backend="torch", threads=1)
     ort_engine = SaliencyEngine(model_path, device="cpu", backend="onnxruntime", threads=1)
     assert ort_engine.resolution == torch_engine.resolution
@@ -240,6 +248,7 @@ def test_onnxruntime_backend_matches_torch(model_path, frames):
                                atol=1e-4)
     # A second engine reuses the cached export instead of exporting again ...
     cached = Path(ort_engine.model_info["onnx_path"])
+    assert cached.parent == tmp_path / "cache"
     stamp = cached.stat().st_mtime_ns
     again = SaliencyEngine(model_path, device="cpu", backend="onnxruntime")
     assert again.model_info["onnx_path"] == str(cached)

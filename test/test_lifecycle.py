@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from bench.lifecycle import LifecycleClient, read_frames, run_cycles, summary
-from node_harness import (Client, NodeProcess, camera_info, make_image, node_env,
+from bench.lifecycle import LifecycleClient, run_cycles, summary
+from node_harness import (Client, NodeProcess, camera_info, make_image, node_env, read_frames,
                           stamp_of)
 
 

@@ -53,3 +53,53 @@ def test_camera_info_of_another_size_is_refused(blob):
     assert out.bearings is None and "CameraInfo is for 1280x720" in out.no_bearings_reason
     out = frame_messages(blob, (640, 480), Header(), None, 1.0, 5, 0.1, 0.3)
     assert out.bearings is None and out.no_bearings_reason is None  # no CameraInfo: silent
+
+
+def test_saliency_camera_info_is_scaled_with_the_map(blob):
+    """~/camera_info: K and P scaled to the map; none when the CameraInfo does not fit."""
+    from skd_saliency_ros.core.peaks import pixels_to_bearings
+
+    header = Header(frame_id="cam_optical")
+    full = _info([0.1, -0.05, 0.0, 0.0, 0.0])
+    full.p = [500.0, 0.0, 319.5, 0.0, 0.0, 500.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    out = frame_messages(blob, (640, 480), header, full, 0.25, 5, 0.1, 0.3)
+    info = out.saliency_info
+    assert (info.width, info.height) == (160, 120) and info.header.frame_id == "cam_optical"
+    assert list(info.d) == list(full.d) and info.distortion_model == "plumb_bob"
+    assert info.k[0] == 125.0 and info.p[0] == 125.0
+    pixels = np.array([[0.0, 0.0], [639.0, 479.0], [100.0, 300.0]])
+    np.testing.assert_allclose(
+        pixels_to_bearings((pixels + 0.5) * 0.25 - 0.5, np.asarray(info.k), np.asarray(info.d),
+                           "plumb_bob"),
+        pixels_to_bearings(pixels, np.asarray(full.k), np.asarray(full.d), "plumb_bob"),
+        atol=1e-9)
+    other = frame_messages(blob, (640, 480), header, _info([0.0] * 5, size=(1280, 720)),
+                           0.25, 5, 0.1, 0.3)
+    assert other.saliency_info is None
+
+
+@pytest.mark.parametrize("rate, frames, bounds, level, text", [
+    (10.0, 50, (5.0, 0.0), 0, ""),
+    (4.6, 23, (5.0, 0.0), 0, ""),            # within the 10 % tolerance
+    (4.4, 22, (5.0, 0.0), 1, "below 5 Hz"),
+    (33.5, 167, (0.0, 30.0), 1, "above 30 Hz"),
+    (0.0, 0, (0.0, 0.0), 2, "no input images"),  # silence is an error even without bounds
+])
+def test_rate_bounds_as_frequency_status(rate, frames, bounds, level, text):
+    """Expected-rate check: ERROR when silent, WARN outside the bounds with 10 % slack."""
+    from skd_saliency_ros.ros.outputs import rate_problem
+
+    got_level, got_text = rate_problem(rate, frames, bounds)
+    assert got_level == bytes([level]) and text in got_text and bool(text) == bool(got_text)
+
+
+def test_rate_parameters_are_checked_against_the_cameras():
+    """min_rate_hz / max_rate_hz: one value or one per camera, non-negative, min <= max."""
+    from skd_saliency_ros.ros.params import validate
+
+    cams = {"cameras": ["front/image", "down/image"]}
+    assert validate(cams | {"min_rate_hz": [5.0], "max_rate_hz": [0.0]}) is None
+    assert validate(cams | {"min_rate_hz": [5.0, 1.0], "max_rate_hz": [30.0]}) is None
+    assert "3 entries" in validate(cams | {"min_rate_hz": [1.0, 2.0, 3.0]})
+    assert ">= 0" in validate({"min_rate_hz": [-1.0]})
+    assert "exceeds" in validate({"min_rate_hz": [10.0], "max_rate_hz": [5.0]})

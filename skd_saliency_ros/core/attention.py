@@ -121,19 +121,26 @@ def quaternion_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     return q if q[3] >= 0 else -q
 
 
+def unit_vector(values: Sequence[float], size: int, what: str, error: type,
+                min_norm: float) -> np.ndarray:
+    """Return ``values`` normalised; raise ``error`` unless ``size`` finite, non-zero numbers."""
+    vec = np.asarray(values, dtype=np.float64).reshape(-1)
+    if vec.shape != (size,) or not np.all(np.isfinite(vec)):
+        raise error(f"{what} must be {size} finite numbers, got {values!r}")
+    norm = float(np.linalg.norm(vec))
+    if norm < min_norm:
+        raise error(f"{what} is (nearly) the zero vector: it has no direction")
+    return vec / norm
+
+
 def bearing_to_body(bearing_optical: Sequence[float], mounting: Mounting) -> np.ndarray:
     """Rotate a bearing ray from the camera optical frame into the body frame (FLU), unit."""
-    ray = np.asarray(bearing_optical, dtype=np.float64).reshape(-1)
-    if ray.shape != (3,) or not np.all(np.isfinite(ray)):
-        raise AttentionError(f"bearing must be 3 finite numbers, got {bearing_optical!r}")
-    norm = float(np.linalg.norm(ray))
-    if norm < 1e-9:
-        raise AttentionError("bearing is the zero vector; it has no direction")
+    ray = unit_vector(bearing_optical, 3, "bearing", AttentionError, min_norm=1e-9)
     for name in ("roll", "pitch", "yaw"):
         if not math.isfinite(getattr(mounting, name)):
             raise AttentionError(f"mounting {name} is not finite")
     rot = rotation_rpy(mounting.roll, mounting.pitch, mounting.yaw)
-    return rot @ (OPTICAL_TO_LINK @ (ray / norm))
+    return rot @ (OPTICAL_TO_LINK @ ray)
 
 
 def direction_to_angles(direction_body: Sequence[float],
@@ -208,13 +215,7 @@ def quaternion_frd_to_flu(q_wxyz: Sequence[float]) -> np.ndarray:
 
 def rotation_from_quaternion(q_xyzw: Sequence[float]) -> np.ndarray:
     """Rotation matrix of a quaternion (x, y, z, w); normalised first, refused when unusable."""
-    q = np.asarray(q_xyzw, dtype=np.float64).reshape(-1)
-    if q.shape != (4,) or not np.all(np.isfinite(q)):
-        raise AttitudeError(f"attitude quaternion must be 4 finite numbers, got {q_xyzw!r}")
-    norm = float(np.linalg.norm(q))
-    if norm < 1e-6:
-        raise AttitudeError("attitude quaternion is (nearly) zero; it is no rotation")
-    x, y, z, w = q / norm
+    x, y, z, w = unit_vector(q_xyzw, 4, "attitude quaternion", AttitudeError, min_norm=1e-6)
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
