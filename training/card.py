@@ -63,7 +63,10 @@ def card_markdown(card: Dict[str, Any]) -> str:
                      f"command `{s.get('command')}`")
     note = research_use_note(t.get("teachers"))
     if note:
-        lines += ["", "## Terms", "", note]
+        lines += ["", "## Terms", "", note, "",
+                  "The same terms cover every export of these weights (the `.onnx` beside this "
+                  "file, written by `python -m training export`, records this checkpoint's "
+                  "SHA-256 in its metadata)."]
     ev = card["evaluation"]
     sources = ev.get("meta", {}).get("sources") or {Path(ev["meta"]["video"]).stem: {}}
     lines += ["", f"## Validation ({', '.join(sources)}, held out from training)", ""]
