@@ -357,7 +357,7 @@ def test_adapter_node_px4_parts_without_px4_msgs_fail_clearly(ros_env, param):
 
 def test_warnings_are_throttled_per_kind_of_problem():
     """The same problem (numbers aside) is logged once per period; a new one at once."""
-    from skd_saliency_ros.ros.attention_node import WarnThrottle
+    from skd_saliency_ros.ros.throttle import WarnThrottle
 
     class Logger:
         def __init__(self):
@@ -374,6 +374,10 @@ def test_warnings_are_throttled_per_kind_of_problem():
     warn("no camera attitude received yet")
     assert logger.lines == ["no camera attitude received yet",
                             "camera attitude is stale: 2.000 s older"]
+    warn.period_s = 0.0  # the next line of a kind says how many were suppressed
+    warn("camera attitude is stale: 9.000 s older")
+    assert logger.lines[-1] == "camera attitude is stale: 9.000 s older (1 similar messages " \
+                               "suppressed)"
 
 
 def test_adapter_node_bad_attitude_parameters_fail_clearly(ros_env):

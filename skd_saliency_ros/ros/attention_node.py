@@ -31,16 +31,13 @@ definitions, but the px4_msgs publishing and subscribing here have not run again
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-import rclpy
 from geometry_msgs.msg import PoseArray, QuaternionStamped, TwistStamped, Vector3Stamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
@@ -50,6 +47,8 @@ from skd_saliency_ros.core.attention import (AttentionError, AttitudeError, Atti
                                              Limits, Mounting, attention_command,
                                              mounting_from_quaternion, quaternion_from_rpy)
 from skd_saliency_ros.core.errors import StartupError
+from skd_saliency_ros.ros.entry import run_node
+from skd_saliency_ros.ros.throttle import WarnThrottle
 from skd_saliency_ros.core.px4_messages import (ATTITUDE_FRAMES, Px4Ids, Px4MessageError,
                                                 fit_to_layout, gimbal_manager_configure,
                                                 gimbal_manager_pitchyaw,
@@ -62,7 +61,6 @@ NODE_NAME = "attention_to_setpoint"
 PX4_OUTPUTS = ("none", "gimbal_attitude", "pitchyaw_command")
 ATTITUDE_SOURCES = ("static", "topic", "px4")
 HISTORY_LENGTH = 256   # attitude samples kept: > 2 s at 100 Hz
-WARN_PERIOD_S = 5.0
 
 #: PX4's /fmu/in/* QoS (px4_ros_com examples): best effort, transient local, depth 1.
 PX4_IN_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -166,26 +164,6 @@ def fill_message(msg_cls, fields: dict):
 def message_fields(msg) -> dict:
     """Return all fields of a rosidl message as a plain dict (for the core parsers)."""
     return {name: getattr(msg, name) for name in msg.get_fields_and_field_types()}
-
-
-class WarnThrottle:
-    """Log a warning at most once per period per KIND of problem (numbers ignored).
-
-    rclpy's own throttling is per call site, so one early "no attitude yet" would hide a
-    different problem ("stale") reported from the same place for the whole period.
-    """
-
-    def __init__(self, logger, period_s: float = WARN_PERIOD_S):
-        self.logger, self.period_s = logger, period_s
-        self._last = {}
-
-    def __call__(self, text: str) -> None:
-        """Warn unless the same kind of text was logged less than a period ago."""
-        key = re.sub(r"[-+]?\d[\d.e+-]*", "#", text)
-        now = time.monotonic()
-        if now - self._last.get(key, -math.inf) >= self.period_s:
-            self._last[key] = now
-            self.logger.warning(text)
 
 
 def px4_timestamp_us(node: Node) -> int:
@@ -524,22 +502,7 @@ class _Offboard:
 
 def main(args=None) -> int:
     """Entry point of ``attention_to_setpoint``; returns the process exit code."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = AttentionNode()
-        rclpy.spin(node)
-    except (StartupError, AttentionError) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(NODE_NAME, AttentionNode, args)
 
 
 if __name__ == "__main__":

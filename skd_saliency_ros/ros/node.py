@@ -23,7 +23,6 @@ configures and activates at start, so ``ros2 run`` behaves as a plain node; ``~/
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -31,11 +30,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, Vector3Stamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -48,10 +45,10 @@ from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image,
                                            compressed_to_rgb8, image_to_rgb8, numpy_to_image)
 from skd_saliency_ros.ros.outputs import (CameraStats, diagnostic_status, frame_messages,
                                           overlay_bgr)
+from skd_saliency_ros.ros.entry import run_node
+from skd_saliency_ros.ros.throttle import WarnThrottle
 
 NODE_NAME = "saliency_node"
-SHUTDOWN_TIMEOUT_S = 10.0  # clean-up budget after Ctrl-C before a forced exit
-WARN_EVERY_S = 5.0
 
 
 @dataclass
@@ -103,8 +100,7 @@ class SaliencyNode(LifecycleNode):
         self._stop = False
         self._active = False
         self._worker: Optional[threading.Thread] = None
-        self._warned: Dict[Tuple[str, str], Tuple[float, int]] = {}
-        self._warn_lock = threading.Lock()
+        self._throttle = WarnThrottle(self.get_logger())
         self._diag_pub = None
         self._diag_timer = None
         self._period = 1.0
@@ -398,16 +394,8 @@ class SaliencyNode(LifecycleNode):
         cam.info = msg
 
     def _warn(self, cam: _Camera, kind: str, text: str, level: str = "warning") -> None:
-        """Log at most one message per camera and kind every WARN_EVERY_S seconds."""
-        key = (cam.label, kind)
-        now = time.monotonic()
-        with self._warn_lock:  # called from the executor and the inference thread
-            last, suppressed = self._warned.get(key, (-1e9, 0))
-            emit = now - last >= WARN_EVERY_S
-            self._warned[key] = (now, 0) if emit else (last, suppressed + 1)
-        if emit:
-            more = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
-            getattr(self.get_logger(), level)(f"[{cam.image_topic}] {text}{more}")
+        """Log at most one message per camera and kind every throttle period."""
+        self._throttle(f"[{cam.image_topic}] {text}", key=(cam.label, kind), level=level)
 
     def _invalid(self, cam: _Camera, kind: str, reason: str) -> None:
         with self._cond:
@@ -580,46 +568,19 @@ class SaliencyNode(LifecycleNode):
             self._worker.join(timeout=5.0)
 
 
+def _build() -> SaliencyNode:
+    node = SaliencyNode()
+    if node.get_parameter("autostart").value:
+        node.start()  # a StartupError here: one FATAL line, exit code 1
+    else:
+        node.get_logger().info("autostart is false: unconfigured, waiting for a lifecycle "
+                               "transition or ~/enable")
+    return node
+
+
 def main(args=None) -> int:
     """Entry point of ``saliency_node``; returns the process exit code."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = SaliencyNode()
-        if node.get_parameter("autostart").value:
-            node.start()
-        else:
-            node.get_logger().info("autostart is false: unconfigured, waiting for a "
-                                   "lifecycle transition or ~/enable")
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except StartupError as exc:
-        logger = node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)
-        logger.fatal(str(exc))
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Shutdown must be bounded: a node that hangs on Ctrl-C makes launch escalate to
-        # SIGTERM/SIGKILL.  If DDS or a thread blocks the clean-up, exit anyway, loudly.
-        watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S, _force_exit, args=(code,))
-        watchdog.daemon = True
-        watchdog.start()
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-        watchdog.cancel()
-    return code
-
-
-def _force_exit(code: int) -> None:
-    sys.stderr.write(f"[{NODE_NAME}] shutdown took longer than {SHUTDOWN_TIMEOUT_S:.0f} s; "
-                     "forcing exit\n")
-    sys.stderr.flush()
-    os._exit(code)
+    return run_node(NODE_NAME, _build, args)
 
 
 if __name__ == "__main__":
