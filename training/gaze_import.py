@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
 
+from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
 
 COLUMNS = ("frame", "x", "y", "observer")
@@ -170,16 +169,9 @@ def run(args: argparse.Namespace) -> int:
         "samples_xy": xy, "samples_frame": frames, "samples_observer": observers,
         "fix_xy": fix_xy, "fix_frame": fix_frame, "fix_observer": fix_observer,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(args.out, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
         load_gaze(tmp, video.n_frames)  # the schema check the rest of the pipeline applies
-        os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     with_fix = len(np.unique(fix_frame))
     print(f"wrote {args.out}: {len(arrays['observer_ids'])} observer(s), {len(xy)} samples "
           f"({counts['lost']} lost, {counts['outside']} outside dropped), {len(fix_xy)} "

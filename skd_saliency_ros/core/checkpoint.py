@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros import __version__
 from skd_saliency_ros.core.models import ArchitectureError, KINDS, build_model, get_spec
@@ -42,17 +42,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return __version__
-
-
-def make_shareable(path: str | os.PathLike) -> None:
-    """Give a file written through mkstemp (0600) the umask's default mode.
-
-    Checkpoints and exported models are shared data (installed, copied to the robot), not
-    secrets.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution: int,
@@ -81,16 +70,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution:
     }
     if extra:
         payload["extra"] = extra
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        make_shareable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

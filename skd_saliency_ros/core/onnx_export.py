@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -20,7 +19,7 @@ import numpy as np
 import onnx
 import torch
 
-from skd_saliency_ros.core.checkpoint import make_shareable
+from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.onnx_runtime import EXPORT_VERSION, checkpoint_sha256, ort_session
 from skd_saliency_ros import __version__
@@ -120,10 +119,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int
     sample = torch.rand(2 if dynamic_batch else 1, channels, resolution, resolution,
                         generator=gen)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         _export_file(net, sample, tmp, opset, dynamic_batch, exporter)
         proto = onnx.load(tmp)
         props = {str(k): str(v) for k, v in (meta or {}).items()}
@@ -146,11 +142,6 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int
             if not err <= TOLERANCE:
                 raise OnnxExportError(f"{path}: onnxruntime output differs from torch by "
                                       f"{err:.3g} > {TOLERANCE}")
-        make_shareable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
