@@ -146,7 +146,8 @@ def test_offline_output_bag_counts_stamps_and_types(offline, bag):
         f"{NS}/saliency": "sensor_msgs/msg/Image",
         f"{NS}/peaks": "geometry_msgs/msg/PoseArray",
         f"{NS}/bearings": "geometry_msgs/msg/PoseArray",
-        f"{NS}/target": "geometry_msgs/msg/Vector3Stamped"}
+        f"{NS}/target": "geometry_msgs/msg/Vector3Stamped",
+        f"{NS}/camera_info": "sensor_msgs/msg/CameraInfo"}
     stamps = [T0 + k * STEP for k in range(N_FRAMES)]
     # ~/target: the best bearing, on exactly the frames that have a peak
     best = {stamp_ns(b.header.stamp): b.poses[0].position for _, b in dst[f"{NS}/bearings"][1]
@@ -162,6 +163,8 @@ def test_offline_output_bag_counts_stamps_and_types(offline, bag):
         assert [ns for ns, _ in msgs] == stamps, topic
         assert [stamp_ns(m.header.stamp) for _, m in msgs] == stamps, topic
         assert all(m.header.frame_id == "camera_optical_frame" for _, m in msgs), topic
+    for (_, info), (_, sal) in zip(dst[f"{NS}/camera_info"][1], dst[f"{NS}/saliency"][1]):
+        assert (info.width, info.height) == (sal.width, sal.height)  # describes the map
     a, b = src["/camera/image_raw"][1][5][1], dst["/camera/image_raw"][1][5][1]
     assert np.array_equal(a.data, b.data)
     from skd_saliency_ros.ros.image_io import image_to_numpy

@@ -3,8 +3,10 @@
 Offline (default): every image of the bag goes through the same ``SaliencyEngine``, peak
 finder and message builders as the node, as fast as the CPU/GPU allows, and a NEW bag is
 written with the input's camera topics plus ``<ns>/saliency`` (sensor_msgs/Image 32FC1),
-``<ns>/peaks`` and ``<ns>/bearings`` (geometry_msgs/PoseArray, bearings only when the bag has
-CameraInfo), all with the input image's header and recording time.  The input is only read.
+``<ns>/peaks`` and ``<ns>/bearings`` (geometry_msgs/PoseArray), ``<ns>/target``
+(Vector3Stamped) and ``<ns>/camera_info`` (CameraInfo of the saliency map) -- the last three
+only when the bag has CameraInfo -- all with the input image's header and recording time.
+The input is only read.
 
 Live (``--live``): the bag is played into DDS at recorded speed (``--rate``) with /clock, a
 separately running saliency node answers, and the answers are recorded and counted
@@ -123,7 +125,11 @@ class FrameOutputs:
         self.settings = settings
 
     def build(self, result, image_size, header_stamp: int, frame_id: str, camera_info):
-        """Return {suffix: (msgtype, cdr bytes)} for saliency, peaks and (with K) bearings."""
+        """Return {suffix: (msgtype, cdr bytes)} of one frame's outputs.
+
+        Always saliency and peaks; with a CameraInfo also bearings, target and camera_info
+        (the CameraInfo scaled to the saliency map).
+        """
         from skd_saliency_ros.ros.outputs import frame_messages
 
         s = self.settings
@@ -134,6 +140,8 @@ class FrameOutputs:
             msgs["bearings"] = (POSE_ARRAY_TYPE, out.bearings)
         if out.target is not None:
             msgs["target"] = (VECTOR3_STAMPED_TYPE, out.target)
+        if out.saliency_info is not None:
+            msgs["camera_info"] = (CAMERA_INFO_TYPE, out.saliency_info)
         return {k: (t, self._serialize(m)) for k, (t, m) in msgs.items()}, out.peak_list
 
 
