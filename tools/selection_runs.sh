@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs of docs/SELECTION_RULE.md, in two lanes of one thread each (a 2-core machine).
-#   bash tools/selection_runs.sh lane1|lane2|finalists ID...   (from the repository root)
+#   bash tools/selection_runs.sh lane1|lane2|finalists ID...|length   (from the repository root)
 # Each run is skipped when its checkpoint exists and resumed when its resume state exists,
 # so the script can be started again after an interruption. Logs: runs/tinyhd/<run>.log.
 set -euo pipefail
@@ -29,6 +29,8 @@ candidate() {  # candidate ID SEED
     B) train transfer "$o" --from-scratch --arch skd-paper-prior --lambda 0.5 --seed "$seed" ;;
     C) train transfer "$o" --from-scratch --arch skd-fast --lambda 1.0 --seed "$seed" ;;
     D) train transfer "$o" --from-scratch --arch skd-paper --lambda 1.0 --seed "$seed" ;;
+    D8k) train transfer "$o" --from-scratch --arch skd-paper --lambda 1.0 --seed "$seed" \
+           --steps 8000 ;;  # the length follow-up: D at twice the steps
     E) train transfer "$o" --from-scratch --arch skd-fast-noprior --lambda 1.0 --seed "$seed" ;;
     F) train transfer "$o" --from-scratch --arch skd-fast --lambda 0.5 --seed "$seed" ;;
     G) train distill "$OUT/G_spatial_s$seed.pt" --student spatial --arch skd-fast \
@@ -46,5 +48,6 @@ case ${1:-} in
   lane2) for id in C E F G; do candidate "$id" 0; done ;;
   finalists) shift; for id in "$@"; do for seed in 1 2; do candidate "$id" "$seed"; done; done ;;
   one) candidate "$2" "$3" ;;
-  *) echo "usage: $0 lane1|lane2|finalists ID...|one ID SEED" >&2; exit 2 ;;
+  length) candidate D8k 0 & candidate D8k 1 & wait ;;
+  *) echo "usage: $0 lane1|lane2|finalists ID...|one ID SEED|length" >&2; exit 2 ;;
 esac
