@@ -222,16 +222,7 @@ class SaliencyEngine:
                     "resolution": runner.resolution, "meta": payload.get("meta", {}),
                     "path": str(path)}
         else:
-            onnx_path = path if path.suffix == ".onnx" else self._onnx_for(path)
-            try:
-                runner = _OnnxRunner(onnx_path, self.device, threads)
-            except CheckpointError:
-                if onnx_path == path:
-                    raise
-                # A damaged cache entry (e.g. a disk filled up mid-write): export it again.
-                onnx_path.unlink(missing_ok=True)
-                onnx_path = self._onnx_for(path)
-                runner = _OnnxRunner(onnx_path, self.device, threads)
+            onnx_path, runner = self._onnx_runner(path, threads)
             props = runner.props
             info = {"kind": props.get("kind", "temporal" if runner.in_channels == 6
                                       else "spatial"),
@@ -292,23 +283,54 @@ class SaliencyEngine:
             self._log.info(f"device auto -> {device}" + ("" if has_cuda else f" ({why})"))
         return device
 
-    def _onnx_for(self, checkpoint: Path) -> Path:
-        """ONNX file of ``checkpoint``: its own export beside it, else exported once and cached.
+    def _onnx_runner(self, path: Path, threads: Optional[int]) -> Tuple[Path, "_OnnxRunner"]:
+        """(ONNX file, runner) for ``path``: the .onnx itself, or for a checkpoint its export.
 
-        ``<name>.onnx`` next to ``<name>.pt`` is used when its metadata says it was exported
-        from exactly these bytes with this export recipe (the shipped default is), so the
-        node's default path needs neither torch's exporter nor the ``onnx`` package.
+        A checkpoint runs ``<name>.onnx`` beside it when that file's metadata says it was
+        exported from exactly these bytes with this export recipe (the shipped default is),
+        so the node's default path needs neither torch's exporter nor the ``onnx`` package;
+        otherwise it is exported once into the cache.  Only a cache entry is ever replaced.
         """
         from skd_saliency_ros.core.onnx_runtime import EXPORT_VERSION, checkpoint_sha256
 
-        if not checkpoint.is_file():
-            raise CheckpointError(f"{checkpoint}: no such checkpoint file")
-        sha = checkpoint_sha256(checkpoint)
-        sibling = checkpoint.with_suffix(".onnx")
-        if sibling.is_file() and self._exported_from(sibling, sha, EXPORT_VERSION):
-            return sibling
+        if path.suffix == ".onnx":
+            return path, _OnnxRunner(path, self.device, threads)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        sha = checkpoint_sha256(path)
+        sibling = path.with_suffix(".onnx")
+        if sibling.is_file():
+            runner = self._exported_runner(sibling, sha, EXPORT_VERSION, threads)
+            if runner is not None:
+                return sibling, runner
+        cached = self._cached_export(path, sha, EXPORT_VERSION)
+        try:
+            return cached, _OnnxRunner(cached, self.device, threads)
+        except CheckpointError:
+            # A damaged cache entry (e.g. a disk filled up mid-write): export it again.
+            cached.unlink(missing_ok=True)
+            cached = self._cached_export(path, sha, EXPORT_VERSION)
+            return cached, _OnnxRunner(cached, self.device, threads)
+
+    def _exported_runner(self, onnx_path: Path, sha: str, version: int,
+                         threads: Optional[int]) -> Optional["_OnnxRunner"]:
+        """Return a runner on ``onnx_path`` if it records checkpoint ``sha`` and ``version``."""
+        try:
+            runner = _OnnxRunner(onnx_path, self.device, threads)
+        except CheckpointError as exc:  # an unusable file beside the checkpoint: export anew
+            self._log.warning(f"ignoring {onnx_path}: {exc}")
+            return None
+        if runner.props.get("source_checkpoint_sha256") == sha and \
+                runner.props.get("skd_export_version") == str(version):
+            return runner
+        self._log.info(f"not using {onnx_path}: it was not exported from this checkpoint "
+                       f"with export version {version}")
+        return None
+
+    def _cached_export(self, checkpoint: Path, sha: str, version: int) -> Path:
+        """Export ``checkpoint`` once to the ONNX cache (or a private temp dir); return it."""
         name = f"{checkpoint.stem}-{sha[:16]}-torch{torch.__version__.split('+')[0]}" \
-               f"-e{EXPORT_VERSION}.onnx"
+               f"-e{version}.onnx"
         target = onnx_cache_dir() / name
         if target.is_file():
             return target
@@ -323,20 +345,6 @@ class SaliencyEngine:
 
         self._log.info(f"exporting {checkpoint.name} to ONNX at {target}")
         return export_checkpoint(checkpoint, target, overwrite=True)
-
-    def _exported_from(self, onnx_path: Path, sha: str, version: int) -> bool:
-        """Whether ``onnx_path`` records the checkpoint SHA-256 ``sha`` and export ``version``."""
-        try:
-            props = ort_session(onnx_path, threads=1).get_modelmeta().custom_metadata_map
-        except Exception as exc:  # an unreadable file beside the checkpoint: export anew
-            self._log.warning(f"ignoring {onnx_path}: onnxruntime cannot open it ({exc})")
-            return False
-        if props.get("source_checkpoint_sha256") == sha and \
-                props.get("skd_export_version") == str(version):
-            return True
-        self._log.info(f"not using {onnx_path}: it was not exported from this checkpoint "
-                       f"with export version {version}")
-        return False
 
     # ----------------------------------------------------------------- state
     def reset(self, stream: Optional[str] = None, reason: Optional[str] = None) -> None:
