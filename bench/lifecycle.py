@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from skd_saliency_ros.core.stamps import stamp_ns
 from bench.node_bench import PARAMS_FILE, SHM_PROFILE, BenchError, Proc, ros_env
 from bench.soak import rss_mb
 
@@ -72,9 +73,8 @@ class LifecycleClient:
             t.start()
 
     def _on_map(self, msg) -> None:
-        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         with self.lock:
-            self.arrivals.append((time.monotonic(), stamp))
+            self.arrivals.append((time.monotonic(), stamp_ns(msg.header.stamp)))
 
     def _on_diag(self, msg) -> None:
         with self.lock:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skd_saliency_ros.bags.bag_io import OutputBag, stamp_ns
+from skd_saliency_ros.bags.bag_io import OutputBag
+from skd_saliency_ros.core.stamps import stamp_ns
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
 from skd_saliency_ros.core.processes import stop_process
 from skd_saliency_ros.bags.replay import main

@@ -34,7 +34,8 @@ import numpy as np
 
 from skd_saliency_ros.bags.bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE,
                                           STORAGES, InputBag, check_output_path, decode_rgb,
-                                          make_bag, stamp_ns)
+                                          make_bag)
+from skd_saliency_ros.core.stamps import stamp_ns
 from skd_saliency_ros.core.errors import run_reporting_user_errors
 from skd_saliency_ros.ros.params import BACKENDS, DEVICES, SPECS
 from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError,

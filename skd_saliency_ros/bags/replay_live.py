@@ -24,8 +24,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from skd_saliency_ros.bags.bag_io import (CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, InputBag,
-                                          stamp_ns)
+from skd_saliency_ros.bags.bag_io import CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, InputBag
+from skd_saliency_ros.core.stamps import stamp_ns
 
 OUTPUT_TOPICS = (("saliency", IMAGE_TYPE), ("peaks", "geometry_msgs/msg/PoseArray"),
                  ("bearings", "geometry_msgs/msg/PoseArray"))

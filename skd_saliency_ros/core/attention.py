@@ -25,10 +25,9 @@ swing back (see ``AttitudeHistory`` and test_attention's closed-loop simulation)
 from __future__ import annotations
 
 import math
-from bisect import insort
-from collections import deque
+from bisect import bisect_right, insort
 from dataclasses import dataclass, field
-from typing import Deque, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -247,6 +246,10 @@ def body_to_bearing(direction_body: Sequence[float], mounting: Mounting) -> np.n
     return ray / np.linalg.norm(ray)
 
 
+def _sample_stamp(sample: Tuple[int, Mounting]) -> int:
+    return sample[0]
+
+
 @dataclass
 class AttitudeHistory:
     """The last measured camera attitudes, to look up the one valid at a bearing's stamp.
@@ -259,18 +262,12 @@ class AttitudeHistory:
     """
 
     maxlen: int = 256
-    _samples: Deque[Tuple[int, Mounting]] = field(default_factory=deque, repr=False)
+    _samples: List[Tuple[int, Mounting]] = field(default_factory=list, repr=False)
 
     def add(self, stamp_ns: int, mounting: Mounting) -> None:
         """Keep one sample, in stamp order (samples may arrive out of order)."""
-        if self._samples and stamp_ns < self._samples[-1][0]:
-            items = list(self._samples)
-            insort(items, (stamp_ns, mounting), key=lambda item: item[0])
-            self._samples = deque(items)
-        else:
-            self._samples.append((stamp_ns, mounting))
-        while len(self._samples) > self.maxlen:
-            self._samples.popleft()
+        insort(self._samples, (stamp_ns, mounting), key=_sample_stamp)
+        del self._samples[:max(0, len(self._samples) - self.maxlen)]
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -279,16 +276,13 @@ class AttitudeHistory:
         """Attitude valid at ``stamp_ns``: newest sample at or before it, at most timeout_s old."""
         if not self._samples:
             raise AttitudeError("no camera attitude received yet")
-        chosen = None
-        for sample_ns, mounting in reversed(self._samples):
-            if sample_ns <= stamp_ns:
-                chosen = (sample_ns, mounting)
-                break
-        if chosen is None:
+        index = bisect_right(self._samples, stamp_ns, key=_sample_stamp)
+        if index == 0:
             oldest = self._samples[0][0]
             raise AttitudeError(
                 f"no camera attitude at or before the bearing stamp {stamp_ns * 1e-9:.3f} s "
                 f"(oldest kept sample {oldest * 1e-9:.3f} s); clocks out of step?")
+        chosen = self._samples[index - 1]
         age = (stamp_ns - chosen[0]) * 1e-9
         if age > timeout_s:
             raise AttitudeError(f"camera attitude is stale: the newest sample before the bearing "

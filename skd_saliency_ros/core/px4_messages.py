@@ -3,8 +3,8 @@
 The ROS node copies these dicts onto the px4_msgs objects (``ros/attention_node.py``), so the
 field names, units, signs and NaN conventions are decided here, where they are tested without
 px4_msgs: ``test/test_px4_messages.py`` builds the real message classes from PX4's own .msg
-definitions (vendored in ``test/px4_msgs``, PX4-Autopilot main) with rosbags, fills them from
-these dicts, serialises them to CDR and reads them back.
+definitions (vendored in ``test/vendored_px4_msgs``, PX4-Autopilot main) with rosbags, fills
+them from these dicts, serialises them to CDR and reads them back.
 
 Layouts differ between PX4 releases (checked against docs.px4.io, see docs/PX4.md):
 OffboardControlMode has ``actuator`` up to v1.15 and ``thrust_and_torque`` /

@@ -46,6 +46,7 @@ from std_srvs.srv import SetBool
 from skd_saliency_ros.core.attention import (AttentionError, AttitudeError, AttitudeHistory,
                                              Limits, Mounting, attention_command,
                                              mounting_from_quaternion, quaternion_from_rpy)
+from skd_saliency_ros.core.stamps import stamp_ns
 from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.ros.entry import run_node
 from skd_saliency_ros.ros.throttle import WarnThrottle
@@ -122,11 +123,6 @@ class Settings:
     limits: Limits
     attitude_timeout_s: float
     yaw_rate_timeout_s: float
-
-
-def stamp_ns(stamp) -> int:
-    """Convert a builtin_interfaces/Time to integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def import_px4(purpose: str, *names: str) -> tuple:

@@ -39,6 +39,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from skd_saliency_ros.core.engine import upsample
+from skd_saliency_ros.core.stamps import stamp_seconds
 from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.ros import params as P
 from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image,
@@ -81,11 +82,6 @@ class _Work:
     received: float
     rgb: np.ndarray
     stamp_s: float
-
-
-def stamp_seconds(header) -> float:
-    """Header stamp as float seconds (the engine's time axis)."""
-    return float(header.stamp.sec) + 1e-9 * float(header.stamp.nanosec)
 
 
 class SaliencyNode(LifecycleNode):
@@ -150,15 +146,15 @@ class SaliencyNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Drop the engine, publishers and diagnostics (back to unconfigured)."""
-        return self._transition("cleanup", self._cleanup)
+        return self._transition("cleanup", self._release)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything, whatever the state."""
-        return self._transition("shutdown", self._cleanup)
+        return self._transition("shutdown", self._release)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Recover to unconfigured: release everything a failed transition left."""
-        return self._transition("error recovery", self._cleanup)
+        return self._transition("error recovery", self._release)
 
     def _transition(self, name: str, work) -> TransitionCallbackReturn:
         """Run one transition; a user error is one log line and FAILURE, never a traceback."""
@@ -184,6 +180,7 @@ class SaliencyNode(LifecycleNode):
         if reason:
             raise StartupError(f"invalid parameter: {reason}")
         self._settings = P.settings_from(values)
+        self._values_at_configure = values  # the start-up ones, for activate's subscriptions
         self._period = float(values["diagnostics_period_s"])
         try:
             layout = P.camera_layout(list(values["cameras"]))
@@ -227,9 +224,6 @@ class SaliencyNode(LifecycleNode):
                 cam.pending = None
         self.get_logger().info("inactive: unsubscribed, inference stopped")
 
-    def _cleanup(self) -> None:
-        self._release()
-
     def _release(self) -> None:
         """Undo configure and activate as far as they got (idempotent)."""
         self._active = False
@@ -263,18 +257,16 @@ class SaliencyNode(LifecycleNode):
             f"{state}: {self._failure or 'transition refused'}"
         return response
 
-    def _declare_parameters(self) -> Dict[str, object]:
+    def _declare_parameters(self) -> None:
+        """Declare the table's parameters (values are read at configure); bad types stop us."""
         from rclpy.exceptions import (InvalidParameterTypeException,
                                       InvalidParameterValueException)
-        values = {}
         for spec in P.PARAMS:
             try:
-                param = self.declare_parameter(spec.name, spec.default, spec.descriptor())
+                self.declare_parameter(spec.name, spec.default, spec.descriptor())
             except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
                 raise StartupError(f"invalid value for parameter '{spec.name}': "
                                    f"{str(exc).splitlines()[0]}") from None
-            values[spec.name] = param.value
-        return values
 
     def _resolved_topics(self, cam: _Camera, transport: str) -> Tuple[str, str]:
         """(image topic to subscribe, camera_info topic), after remapping.
@@ -324,7 +316,6 @@ class SaliencyNode(LifecycleNode):
                                f"{detail}") from None
 
     def _create_publishers(self, layout, values) -> None:
-        self._values_at_configure = dict(values)
         qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(values["qos_depth"]),
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)

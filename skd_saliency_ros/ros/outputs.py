@@ -97,6 +97,11 @@ class FrameMessages:
     saliency_array: Optional[np.ndarray] = field(default=None, repr=False)
 
 
+def info_fits(info, width: int, height: int) -> bool:
+    """Whether a CameraInfo describes width x height images (0 x 0: size not given)."""
+    return (int(info.width), int(info.height)) in ((0, 0), (width, height))
+
+
 def bearings_or_reason(peaks, info, width: int, height: int):
     """Return (rays, None), or (None, why) when ``info`` cannot give rays for this image.
 
@@ -105,7 +110,7 @@ def bearings_or_reason(peaks, info, width: int, height: int):
     """
     if info is None:
         return None, None
-    if (int(info.width), int(info.height)) not in ((0, 0), (width, height)):
+    if not info_fits(info, width, height):
         return None, (f"CameraInfo is for {info.width}x{info.height} images, the image is "
                       f"{width}x{height}")
     if not peaks:
@@ -127,8 +132,7 @@ def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, ca
     peaks = find_peaks(saliency, (width, height), top_k=int(top_k),
                        nms_radius=float(nms_radius), min_score=float(min_score))
     rays, reason = bearings_or_reason(peaks, camera_info, width, height)
-    fits = camera_info is not None and (int(camera_info.width), int(camera_info.height)) in (
-        (0, 0), (width, height))
+    fits = camera_info is not None and info_fits(camera_info, width, height)
     return FrameMessages(
         saliency_info=scaled_camera_info(camera_info, (width, height), (out_w, out_h),
                                          header) if fits else None,
@@ -218,14 +222,15 @@ class CameraStats:
                 "latency_mean_ms": ms(lat, np.mean), "latency_max_ms": ms(lat, np.max),
                 "stamp_latency_mean_ms": ms(age, np.mean),
                 "stamp_latency_max_ms": ms(age, np.max)}
-        self.window_in = self.window_out = self.window_dropped = self.window_invalid = 0
-        self.window_latency_s = []
-        self.window_stamp_latency_s = []
+        self._clear_window()
         return snap
 
     def restart_rate_window(self) -> None:
         """Forget the input history (after a pause, silence is not a dead camera)."""
         self.recent_in = []
+        self._clear_window()
+
+    def _clear_window(self) -> None:
         self.window_in = self.window_out = self.window_dropped = self.window_invalid = 0
         self.window_latency_s = []
         self.window_stamp_latency_s = []
@@ -258,7 +263,7 @@ def diagnostic_status(name: str, hardware_id: str, stats: CameraStats,
     window of 5); drops and invalid frames of the last period WARN.  An inactive node (lifecycle
     paused) reports OK with that message: silence is expected then.
     """
-    recent = window.get("recent_in") or [window["in"]]
+    recent = window["recent_in"]
     rate = sum(recent) / (period_s * len(recent))
     level, parts = DiagnosticStatus.OK, []
     if not active:

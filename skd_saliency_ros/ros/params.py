@@ -189,7 +189,7 @@ def validate(values: Mapping[str, Any]) -> Optional[str]:
     lows, highs = values.get("min_rate_hz"), values.get("max_rate_hz")
     if lows is not None and highs is not None:
         for k in range(max(len(lows), len(highs))):
-            low, high = lows[min(k, len(lows) - 1)], highs[min(k, len(highs) - 1)]
+            low, high = _for_camera(lows, k), _for_camera(highs, k)
             if high > 0.0 and low > high:
                 return f"min_rate_hz {low} exceeds max_rate_hz {high} (camera {k})"
     low = values.get("min_input_size")
@@ -208,8 +208,12 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
 
 def rate_bounds(settings: Settings, index: int) -> Tuple[float, float]:
     """(min, max) expected input rate of camera ``index`` (one entry applies to all)."""
-    lows, highs = settings.min_rate_hz, settings.max_rate_hz
-    return lows[min(index, len(lows) - 1)], highs[min(index, len(highs) - 1)]
+    return _for_camera(settings.min_rate_hz, index), _for_camera(settings.max_rate_hz, index)
+
+
+def _for_camera(values: Sequence[float], index: int) -> float:
+    """Entry ``index`` of a per-camera list; a one-entry list applies to every camera."""
+    return values[min(index, len(values) - 1)]
 
 
 def camera_label(topic: str) -> str:
