@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.metrics import mean_over_sources
 from skd_saliency_ros.core.errors import SkdError
 
 
@@ -379,11 +380,7 @@ def mean_results(per_source: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, 
     out = {}
     for label, res in first.items():
         rows = [src[label] for src in per_source.values()]
-        merged = dict(res)
-        for key, _ in TABLE_COLUMNS:
-            merged[key] = float(np.mean([r[key] for r in rows]))
-        merged["n_frames"] = int(sum(r["n_frames"] for r in rows))
-        out[label] = merged
+        out[label] = {**res, **mean_over_sources(rows, [key for key, _ in TABLE_COLUMNS])}
     return out
 
 

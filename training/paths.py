@@ -32,9 +32,6 @@ def expand_data_dir(text, data_dir=None) -> str:
 
 
 def file_sha1(path: Path) -> str:
-    """SHA-1 of a file's bytes, read in 1 MiB blocks (model files, gaze files)."""
-    digest = hashlib.sha1()
+    """SHA-1 of a file's bytes (model files, gaze files), read in blocks by hashlib."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha1").hexdigest()

@@ -283,7 +283,7 @@ def validate(model: torch.nn.Module, data: TrainData, device: str, stride: int,
     The top-level keys are the mean over the sources (one source: its own numbers);
     ``per_source`` holds each source's.
     """
-    from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
+    from skd_saliency_ros.core.metrics import EvalProtocol, mean_over_sources, score_sequence
 
     if not data.val:
         return None
@@ -296,10 +296,8 @@ def validate(model: torch.nn.Module, data: TrainData, device: str, stride: int,
         per_source[source.name] = {**{k: float(v) for k, v in result["mean"].items()},
                                    "n_frames": int(result["n_frames"])}
     model.train(was_training)
-    keys = [k for k in next(iter(per_source.values())) if k != "n_frames"]
-    out: Dict[str, Any] = {k: float(np.mean([r[k] for r in per_source.values()]))
-                           for k in keys}
-    out["n_frames"] = int(sum(r["n_frames"] for r in per_source.values()))
+    rows = list(per_source.values())
+    out: Dict[str, Any] = mean_over_sources(rows, [k for k in rows[0] if k != "n_frames"])
     out["per_source"] = per_source
     return out
 

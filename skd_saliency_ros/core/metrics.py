@@ -338,3 +338,14 @@ def score_sequence(maps: Union[Mapping, Iterable[Tuple[int, np.ndarray]]], gaze:
     mean = {key: float(np.mean([f[key] for f in per_frame])) for key in METRIC_KEYS}
     return {"mean": mean, "n_frames": len(per_frame), "per_frame": per_frame,
             "skipped_frames": skipped}
+
+
+def mean_over_sources(rows: Sequence[Mapping], keys: Iterable[str]) -> Dict[str, float]:
+    """Average the metrics ``keys`` over several sequences' results; ``n_frames`` is summed.
+
+    Each sequence counts once, whatever its length (a long clip must not drown a short one):
+    the rule of training validation and of ``evaluate --data``.
+    """
+    out: Dict[str, float] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    out["n_frames"] = int(sum(r["n_frames"] for r in rows))
+    return out

@@ -17,7 +17,8 @@ EXPORT_VERSION = 2
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a checkpoint file: ties an exported ONNX file to the weights it came from."""
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def ort_session(path: str | os.PathLike, threads: int = 0, device: str = "cpu"):
