@@ -15,9 +15,7 @@ import json
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import numpy as np
 
@@ -73,28 +71,9 @@ def _student_runner(name: str, workdir: Path):
     return (lambda: sess.run(None, {in_name: x})), 1, info
 
 
-def time_round_robin(fns: Dict[str, Callable], repeats: int, min_time: float
-                     ) -> Dict[str, List[float]]:
-    """Seconds per call of each function, ``repeats`` times, interleaved."""
-    for fn in fns.values():
-        for _ in range(2):
-            fn()
-    out: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            calls, start = 0, time.perf_counter()
-            while True:
-                fn()
-                calls += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= min_time:
-                    break
-            out[key].append(elapsed / calls)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Time teachers and students; print a table; write JSON."""
+    from .bench import time_cell  # the one round-robin timer of every benchmark
     from .bench_backends import BenchError
 
     if args.repeats < 1 or args.min_time <= 0:
@@ -105,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             runners[spec], per_frame[spec], infos[spec] = _teacher_runner(spec)
         for name in filter(None, (s.strip() for s in args.models.split(","))):
             runners[name], per_frame[name], infos[name] = _student_runner(name, Path(tmp))
-        times = time_round_robin(runners, args.repeats, args.min_time)
+        times = time_cell(runners, args.repeats, args.min_time, warmup=2)
     rows = {}
     for key, samples in times.items():
         call = statistics.median(samples)
