@@ -8,7 +8,15 @@ the pixels it covers, so small aerial targets are not aliased away; see resize_a
 with the stream's previous frame (kept at R x R, a few KB), run the model, then min-max
 normalise the raw map of each frame to [0, 1].
 Normalisation makes maps comparable across frames and models; it discards the absolute
-level, and a constant (or numerically flat) map becomes all zeros rather than noise.
+level, and a constant (or numerically flat) map becomes all zeros rather than noise.  A raw
+map holding NaN or inf also becomes zeros; its StepResult says ``finite=False`` so that a
+caller does not take those zeros for an answer.
+
+Loading runs one check inference (a mid-grey frame paired with itself, the input of a
+static scene's first frame) on the backend and device that will serve, so a model file that
+opens but cannot run (wrong input type, wrong output shape or type, metadata that does not
+match the graph) or whose output is not finite is refused at load with a ModelError naming
+the file, instead of failing on every frame later.
 
 Temporal state rules (../shared/DESIGN.md).  On the first frame of a stream, or after a
 reset, the frame is paired with itself (the model then sees "no motion", which it learned
@@ -48,15 +56,26 @@ from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, loa
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime")
+#: Grey level of the load check's frame pair (uint8): mid-grey, a static scene.
+CHECK_GREY = 128
+
+
+class ModelError(CheckpointError):
+    """A model file that opens but cannot serve: it fails to run, or its output is unusable."""
 
 
 @dataclass
 class StepResult:
-    """One frame's answer: the R x R map in [0, 1] and why the temporal state was reset."""
+    """One frame's answer: the R x R map in [0, 1] and why the temporal state was reset.
+
+    ``finite`` is False when the model's raw map held NaN or inf: ``saliency`` is then all
+    zeros by the flat-map rule, which is no answer (the node publishes nothing for it).
+    """
 
     saliency: np.ndarray
     reset_reason: Optional[str] = None
     stream: str = "default"
+    finite: bool = True
 
 
 @dataclass
@@ -132,6 +151,7 @@ class _TorchRunner:
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.device = device
         self.max_batch = None
+        self.declared = ""  # what the model declares beyond the checkpoint (nothing)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -139,7 +159,7 @@ class _TorchRunner:
             if self.device != "cpu":
                 x = x.to(self.device, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
-            return self.model(x)[:, 0].float().cpu().numpy()
+            return self.model(x).float().cpu().numpy()
 
 
 class _OnnxRunner:
@@ -157,6 +177,7 @@ class _OnnxRunner:
                                   f"{[(i.name, i.shape) for i in inputs]}")
         self.input_name = inputs[0].name
         shape = inputs[0].shape
+        self.declared = f"; the file declares input '{inputs[0].name}' {inputs[0].type} {shape}"
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.props = props
         try:
@@ -171,7 +192,7 @@ class _OnnxRunner:
         self.max_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0][:, 0]
+        return self.session.run(None, {self.input_name: batch})[0]
 
 
 class SaliencyEngine:
@@ -237,6 +258,7 @@ class SaliencyEngine:
         self._buf = np.empty((0, self.in_channels, self.resolution, self.resolution),
                              np.float32)
         self._lock = threading.Lock()
+        self._check_model()
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -346,6 +368,44 @@ class SaliencyEngine:
         self._log.info(f"exporting {checkpoint.name} to ONNX at {target}")
         return export_checkpoint(checkpoint, target, overwrite=True)
 
+    def _check_model(self) -> None:
+        """Run one check frame pair on the serving backend; ModelError if it cannot serve.
+
+        One inference at R x R (about a millisecond on a CPU): far cheaper than a node
+        that starts, reports OK and then fails or publishes zeros on every frame.
+        """
+        grey = np.full((self.resolution, self.resolution, 3), CHECK_GREY, np.uint8)
+        batch = np.empty((1,) + self._buf.shape[1:], np.float32)
+        fill_pair(batch[0], grey, grey)
+        where = f"{self.backend} on {self.device}"
+        try:
+            raw = self.predict(batch)
+        except ModelError as exc:
+            raise ModelError(f"{exc} (check inference, {where})") from None
+        except Exception as exc:  # any backend error: the model cannot run as the engine feeds it
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModelError(f"{self.model_path}: the model cannot run on a "
+                             f"(1, {self.in_channels}, {self.resolution}, {self.resolution}) "
+                             f"float32 input ({where}): {type(exc).__name__}: "
+                             f"{detail}{self._runner.declared}") from None
+        bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+        if bad:
+            raise ModelError(f"{self.model_path}: the model outputs NaN or inf ({bad} of "
+                             f"{raw.size} values) on a mid-grey check frame ({where}); it "
+                             "cannot give saliency maps")
+
+    def _maps(self, raw, count: int) -> np.ndarray:
+        """(count, R, R) raw maps from a runner's output; ModelError unless (count, 1, R, R)."""
+        want = (count, 1, self.resolution, self.resolution)
+        shape = getattr(raw, "shape", None)
+        if shape != want:
+            raise ModelError(f"{self.model_path}: model output of shape {shape}; expected "
+                             f"{want}, one R x R map per frame")
+        if raw.dtype.kind != "f":
+            raise ModelError(f"{self.model_path}: model output of type {raw.dtype}; expected "
+                             "a float map")
+        return raw[:, 0]
+
     # ----------------------------------------------------------------- state
     def reset(self, stream: Optional[str] = None, reason: Optional[str] = None) -> None:
         """Forget the previous frame of ``stream`` (all streams when None).
@@ -380,16 +440,20 @@ class SaliencyEngine:
 
     # ----------------------------------------------------------------- inference
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Raw model output (B, R, R) for a float32 (B, C, R, R) input in [0, 1]."""
+        """Raw model output (B, R, R) for a float32 (B, C, R, R) input in [0, 1].
+
+        A model whose output is not one float R x R map per frame raises ModelError.
+        """
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[1:] != self._buf.shape[1:]:
             raise ValueError(f"predict expects (B, {self.in_channels}, {self.resolution}, "
                              f"{self.resolution}), got {batch.shape}")
         limit = self._runner.max_batch
-        if limit is None or batch.shape[0] <= limit:
-            return self._runner(batch)
-        return np.concatenate([self._runner(batch[i:i + limit])
-                               for i in range(0, batch.shape[0], limit)])
+        if limit is None or len(batch) <= limit:
+            return self._maps(self._runner(batch), len(batch))
+        return np.concatenate([self._maps(self._runner(batch[i:i + limit]),
+                                          min(limit, len(batch) - i))
+                               for i in range(0, len(batch), limit)])
 
     def step(self, frame_rgb: np.ndarray, stamp_s: float,
              stream: str = "default") -> StepResult:
@@ -422,6 +486,8 @@ class SaliencyEngine:
                 prev, reason = self._advance(str(stream), small, size, float(stamp))
                 reasons.append(reason)
                 fill_pair(buf[i], small, prev)
-            maps = normalise_maps(self.predict(buf))
-        return [StepResult(saliency=maps[i], reset_reason=reasons[i], stream=str(items[i][0]))
-                for i in range(n)]
+            raw = self.predict(buf)
+            finite = np.isfinite(raw).reshape(n, -1).all(axis=1)
+            maps = normalise_maps(raw)
+        return [StepResult(saliency=maps[i], reset_reason=reasons[i], stream=str(items[i][0]),
+                           finite=bool(finite[i])) for i in range(n)]
