@@ -397,3 +397,21 @@ def test_checkpoint_with_python_objects_is_refused_plainly(tmp_path, recwarn):
         read_checkpoint(path)
     assert "weights_only=False" not in str(info.value) and str(path) in str(info.value)
     assert not [w for w in recwarn if "weights_only" in str(w.message)]
+
+
+def test_non_finite_maps_are_flagged(model_path, frames, tmp_path):
+    """A model that passes the load check but gives NaN on real frames: each result says so.
+
+    Its map is all zeros (the flat-map rule), which a caller must not take for an answer;
+    the default model's maps on the same frames are finite.
+    """
+    from bad_models import nan_off_grey
+
+    engine = SaliencyEngine(nan_off_grey(tmp_path / "nan.onnx"), device="cpu",
+                            backend="onnxruntime")
+    results = engine.step_many([("a", frames[0], 0.0), ("b", frames[1], 0.0)])
+    assert [r.finite for r in results] == [False, False]
+    assert all((r.saliency == 0).all() for r in results)
+    good = SaliencyEngine(model_path, device="cpu").step_many([("a", frames[0], 0.0),
+                                                               ("b", frames[1], 0.0)])
+    assert [r.finite for r in good] == [True, True]
