@@ -75,17 +75,24 @@ def test_video_source_reads_real_video(car10, shared_data):
 
 
 def test_default_sources(shared_data):
-    """Train = car10 (gaze) + the 30 unlabeled clips, val = group2 (gaze)."""
+    """Train = car10 (gaze) + 25 unlabeled clips, val = group2 (gaze), fidelity = 8 clips."""
     split = default_sources(shared_data)
     names = [s.name for s in split["train"]]
+    held = [s.name for s in split["fidelity"]]
     assert names[0] == "car10" and split["train"][0].gaze is not None
-    assert len(names) == 31 and "group2" not in names and "bike1" in names
-    assert "UAVDT_S1301" in names and "DTB70_Gull1" in names
+    assert len(names) == 26 and "group2" not in names and "bike1" in names
+    assert "UAVDT_S1301" in names and "DTB70_Gull1" in names and "DTB70_Yacht2" in names
     assert all(s.gaze is None for s in split["train"][1:])
-    # the 13 first clips (5,239 frames) and the 17 added ones (4,155 frames)
-    assert sum(s.n_frames for s in split["train"][1:]) == 5239 + 4155
-    rates = {s.name: s.fps for s in split["train"]}
+    assert len(held) == 8 and not set(held) & set(names)
+    assert {"wakeboard4", "UAVTrack112_air_conditioning_box1", "UAVDT_S0310"} <= set(held)
+    # all 33 unlabeled clips (10,515 frames): 25 train, 8 held out for fidelity (1,798)
+    unlabeled = split["train"][1:] + split["fidelity"]
+    assert len(unlabeled) == 33
+    assert sum(s.n_frames for s in unlabeled) == 10515
+    assert sum(s.n_frames for s in split["fidelity"]) == 1798
+    rates = {s.name: s.fps for s in unlabeled}
     assert rates["UAVDT_S1301"] == pytest.approx(30) and rates["bike1"] == pytest.approx(10)
+    assert sorted({round(rates[n]) for n in held}) == [10, 30]
     assert [s.name for s in split["val"]] == ["group2"] and split["val"][0].gaze is not None
     with pytest.raises(DatasetError, match="missing from the data bundle"):
         default_sources(shared_data / "nope")

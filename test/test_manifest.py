@@ -199,5 +199,33 @@ def test_bundle_manifest_is_the_default(shared_data):
     """The shipped manifest reproduces the bundle's split."""
     m = load_manifest(None, shared_data)
     assert m.name == "bundle" and [s.name for s in m.val] == ["group2"]
-    assert [s.name for s in m.train][:2] == ["car10", "DTB70_Animal1"] and len(m.train) == 31
+    assert [s.name for s in m.train][:2] == ["car10", "DTB70_Animal1"] and len(m.train) == 26
     assert m.train[0].gaze is not None and m.val[0].gaze is not None
+    assert len(m.fidelity) == 8 and sorted(m.held_out) == sorted(s.name for s in m.fidelity)
+
+
+def test_fidelity_split_is_held_out_of_training(shared_data, tmp_path):
+    """Glob matches that are fidelity clips leave training; an explicit overlap is refused."""
+    clips = shared_data / "uav_unlabeled"
+    path = tmp_path / "m.yaml"
+    path.write_text(f"""
+train:
+  - glob: "{clips}/wakeboard*.mp4"
+val:
+  - video: "{shared_data}/uav_gaze/group2.mp4"
+    gaze: "{shared_data}/uav_gaze/group2_gaze.npz"
+fidelity:
+  - video: "{clips}/wakeboard4.mp4"
+""")
+    m = load_manifest(path, shared_data)
+    assert [s.name for s in m.train] == ["wakeboard3", "wakeboard5", "wakeboard7"]
+    assert [s.name for s in m.fidelity] == ["wakeboard4"] and m.held_out == ["wakeboard4"]
+    assert m.summary()["fidelity"][0]["frames"] == 233
+    without = tmp_path / "m2.yaml"
+    without.write_text(path.read_text().split("fidelity:")[0])
+    assert load_manifest(without, shared_data).content_hash != m.content_hash
+    assert load_manifest(without, shared_data).fidelity == []
+    path.write_text(path.read_text().replace(f'glob: "{clips}/wakeboard*.mp4"',
+                                             f'video: "{clips}/wakeboard4.mp4"'))
+    with pytest.raises(ManifestError, match=r"train\[0\].*also a fidelity clip"):
+        load_manifest(path, shared_data)

@@ -18,7 +18,15 @@ val:                               # validated on, every one reported plus the m
   - video: flights/flight03.mp4
     gaze: gaze/flight03_gaze.npz   # required for a validation source
     name: flight03-dusk            # optional; default: the file stem; names are unique
+fidelity:                          # optional: held-out clips, no gaze needed
+  - video: more_flights/harbour.mp4   # scored student vs teacher (training/fidelity.py)
 ```
+
+Fidelity clips are held out of training: a ``glob`` match under ``train`` that is also a
+fidelity clip is left out of training (the summary counts it), and a ``video:`` or
+``frames:`` entry listed in both splits is refused (say which one you mean).  Gaze on one
+video chose a model that fitted that video's kind of scene; the fidelity split measures
+whether the student copies its teacher on footage it never saw.
 
 A bad manifest (unknown key, missing file, validation without gaze, duplicate names, empty
 split) is refused before any work, with one line naming the manifest and the entry.
@@ -37,7 +45,8 @@ from .datasets import DatasetError, VideoSource
 from .paths import REPO_ROOT, default_data_dir, expand_data_dir, file_sha1
 
 BUNDLE_MANIFEST = REPO_ROOT / "config" / "datasets" / "bundle.yaml"
-TOP_KEYS = ("name", "train", "val")
+TOP_KEYS = ("name", "train", "val", "fidelity")
+SPLITS = ("train", "val", "fidelity")
 ENTRY_KEYS = ("name", "video", "frames", "glob", "gaze", "fps", "weight")
 
 
@@ -55,6 +64,8 @@ class Manifest:
     val: List[Any]
     weights: Dict[str, float]
     content_hash: str
+    fidelity: List[Any] = field(default_factory=list)
+    held_out: List[str] = field(default_factory=list)  # train glob matches kept for fidelity
     entries: Dict[str, List[Dict[str, Any]]] = field(repr=False, default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
@@ -64,7 +75,8 @@ class Manifest:
                      "fps": float(s.fps), "gaze": bool(s.gaze_path is not None),
                      "weight": float(self.weights.get(s.name, 1.0))} for s in sources]
         return {"manifest": str(self.path), "name": self.name, "sha1": self.content_hash,
-                "train": rows(self.train), "val": rows(self.val)}
+                "train": rows(self.train), "val": rows(self.val),
+                "fidelity": rows(self.fidelity), "held_out_of_train": list(self.held_out)}
 
 
 def _expand(text: str, base: Path, data_dir: Path) -> Path:
@@ -144,28 +156,32 @@ def load_manifest(path: Union[str, Path, None] = None,
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     raw = _read(manifest)
     plan: Dict[str, list] = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         entries = raw.get(split)
+        if split == "fidelity" and entries is None:
+            plan[split] = []
+            continue
         if not isinstance(entries, list) or not entries:
             raise ManifestError(f"{manifest}: '{split}' must be a non-empty list of sources")
         plan[split] = []
         for i, entry in enumerate(entries):
             for kwargs, weight in _entry_sources(manifest, split, i, entry, data_dir):
-                plan[split].append((i, kwargs, weight))
-    for i, kwargs, _ in plan["val"]:
+                plan[split].append((i, kwargs, weight, "glob" in entry))
+    for i, kwargs, _, _ in plan["val"]:
         if kwargs.get("gaze_path") is None:
             raise ManifestError(f"{manifest}: val[{i}] ({kwargs['path']}): a validation source "
                                 "needs a gaze: file (validation scores against human gaze)")
-    names = [kw["name"] for split in ("train", "val") for _, kw, _ in plan[split]]
+    plan["train"], held_out = _hold_out(manifest, plan["train"], plan["fidelity"])
+    names = [kw["name"] for split in SPLITS for _, kw, _, _ in plan[split]]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ManifestError(f"{manifest}: source name(s) {dup} used twice; names must be "
                             "unique (give name: to tell them apart)")
     sources: Dict[str, list] = {}
     weights: Dict[str, float] = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         sources[split] = []
-        for i, kwargs, weight in plan[split]:
+        for i, kwargs, weight, _ in plan[split]:
             try:
                 source = VideoSource(**kwargs)
             except DatasetError as exc:
@@ -176,16 +192,39 @@ def load_manifest(path: Union[str, Path, None] = None,
                          "gaze_sha1": file_sha1(s.gaze_path) if s.gaze_path else None,
                          "weight": weights[s.name], "fps": s.fps} for s in sources[split]]
                 for split in ("train", "val")}
+    if sources["fidelity"]:  # a manifest without the split keeps its earlier hash
+        identity["fidelity"] = [{"name": s.name, "sha1": s.content_hash}
+                                for s in sources["fidelity"]]
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return Manifest(path=manifest, name=str(raw.get("name") or manifest.stem),
                     train=sources["train"], val=sources["val"], weights=weights,
-                    content_hash=digest, entries={k: raw[k] for k in ("train", "val")})
+                    content_hash=digest, fidelity=sources["fidelity"], held_out=held_out,
+                    entries={k: raw[k] for k in SPLITS if k in raw})
+
+
+def _hold_out(manifest: Path, train: list, fidelity: list):
+    """Drop fidelity clips from the training plan: glob matches quietly, listed ones refused."""
+    held = {Path(kw["path"]).resolve() for _, kw, _, _ in fidelity}
+    kept, dropped = [], []
+    for i, kwargs, weight, from_glob in train:
+        if Path(kwargs["path"]).resolve() not in held:
+            kept.append((i, kwargs, weight, from_glob))
+        elif from_glob:
+            dropped.append(kwargs["name"])
+        else:
+            raise ManifestError(f"{manifest}: train[{i}] ({kwargs['path']}) is also a fidelity "
+                                "clip; a clip is either trained on or held out, not both")
+    if fidelity and not kept:
+        raise ManifestError(f"{manifest}: every training source is a fidelity clip; "
+                            "nothing is left to train on")
+    return kept, dropped
 
 
 def default_sources(data_dir: Union[str, Path, None] = None) -> Dict[str, List[Any]]:
     """Return the bundle's split (``config/datasets/bundle.yaml``).
 
-    train = car10 (gaze) + every unlabeled clip, val = group2.
+    train = car10 (gaze) + every unlabeled clip but the fidelity ones, val = group2,
+    fidelity = 8 held-out unlabeled clips.
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     gaze_dir, unlabeled = root / "uav_gaze", root / "uav_unlabeled"
@@ -194,4 +233,4 @@ def default_sources(data_dir: Union[str, Path, None] = None) -> Dict[str, List[A
             raise DatasetError(f"{need}: missing from the data bundle at {root} "
                                "(set SKD_DATA_DIR or --data-dir)")
     manifest = load_manifest(None, root)
-    return {"train": manifest.train, "val": manifest.val}
+    return {"train": manifest.train, "val": manifest.val, "fidelity": manifest.fidelity}
