@@ -9,8 +9,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from skd_saliency_ros.ros.image_io import (ImageEncodingError, RGB_ENCODINGS, SUPPORTED_ENCODINGS,
-                                           bytes_per_pixel, image_to_numpy, image_to_rgb8,
-                                           numpy_to_image)
+                                           bytes_per_pixel, compressed_to_rgb8, image_to_numpy,
+                                           image_to_rgb8, numpy_to_image)
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +195,92 @@ def test_numpy_to_image_rejects_mismatched_arrays(arr, encoding, message):
     """Arrays that do not fit the encoding are refused with the reason."""
     with pytest.raises(ImageEncodingError, match=message):
         numpy_to_image(arr, encoding)
+
+
+def test_unsupported_encoding_names_exactly_what_is_accepted(frame):
+    """The "supported:" list of each refusal is exactly what that function accepts.
+
+    image_to_rgb8 names the camera encodings (every one decodes to RGB, 32FC1 is not
+    among them); numpy_to_image names every encoding (each round-trips, test above).
+    """
+    def listed(func, msg):
+        with pytest.raises(ImageEncodingError, match="unsupported encoding 'mono12'") as info:
+            func(msg)
+        return str(info.value).split("supported: ", 1)[1].split(", ")
+
+    camera = listed(image_to_rgb8, _msg(encoding="mono12"))
+    assert sorted(camera) == sorted(RGB_ENCODINGS) and "32FC1" not in camera
+    arrays = layouts(frame[:8, :8])
+    for encoding in camera:
+        rgb = image_to_rgb8(numpy_to_image(arrays[encoding], encoding))
+        assert rgb.shape == (8, 8, 3) and rgb.dtype == np.uint8, encoding
+    every = listed(lambda m: numpy_to_image(np.zeros((2, 2), np.uint8), m.encoding),
+                   _msg(encoding="mono12"))
+    assert sorted(every) == sorted(SUPPORTED_ENCODINGS)
+
+
+def _compressed(data: bytes, fmt: str = "png"):
+    """Return a CompressedImage holding ``data``."""
+    from sensor_msgs.msg import CompressedImage
+
+    msg = CompressedImage(format=fmt)
+    msg.data = data
+    return msg
+
+
+LIMITS = {"min_size": 8, "max_pixels": 4096 * 4096}  # the node's defaults
+
+
+def test_compressed_bomb_is_refused_before_decoding():
+    """A real 250 kB PNG of 16000 x 16000: refused by its declared size, nothing decoded.
+
+    Decoding it allocates 768 MB (traced by tracemalloc); the refusal allocates nothing
+    of that order.
+    """
+    import tracemalloc
+
+    from compressed_bombs import png_bomb
+
+    data = png_bomb()
+    assert len(data) < 400_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageEncodingError,
+                           match="16000x16000 image has more pixels than max_input_pixels "
+                                 "16777216"):
+            compressed_to_rgb8(_compressed(data), **LIMITS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB allocated while refusing"
+
+
+def test_compressed_size_is_read_from_the_header(frame):
+    """PNG IHDR and JPEG SOF (baseline, progressive) give the size; limits apply before decode.
+
+    Header-only and patched files cannot be decoded, so a refusal naming the size shows
+    the header was read first.  Real JPEG and PNG frames within the limits still decode.
+    """
+    from compressed_bombs import jpeg_declaring, png_header_only
+
+    bgr = np.ascontiguousarray(frame[:, :, ::-1])
+    big = "has more pixels than max_input_pixels"
+    refused = [(png_header_only(16000, 16000), "16000x16000 image " + big),
+               (jpeg_declaring(bgr, 16000, 16000), "16000x16000 image " + big),
+               (jpeg_declaring(bgr, 20000, 9000, progressive=True), "20000x9000 image " + big),
+               (cv2.imencode(".png", bgr[:4, :300])[1].tobytes(),
+                "300x4 image is smaller than min_input_size 8"),
+               (cv2.imencode(".bmp", bgr)[1].tobytes(), "not a JPEG or PNG image"),
+               (png_header_only()[:20], "not a JPEG or PNG image"),
+               (cv2.imencode(".jpg", bgr)[1].tobytes()[:100], "not a JPEG or PNG image")]
+    for data, message in refused:
+        with pytest.raises(ImageEncodingError, match=message):
+            compressed_to_rgb8(_compressed(data), **LIMITS)
+    for ext in (".jpg", ".png"):
+        data = cv2.imencode(ext, bgr)[1].tobytes()
+        want = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                            cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(compressed_to_rgb8(_compressed(data), **LIMITS), want)
+    # Without limits (offline tools) the declared size is still read and must be valid.
+    assert compressed_to_rgb8(_compressed(cv2.imencode(".jpg", bgr)[1].tobytes())).shape == \
+        frame.shape

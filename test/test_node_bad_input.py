@@ -110,3 +110,84 @@ def test_bad_input_is_survived(ros_env, shared_data):
     finally:
         client.close()
         assert node.stop() == 0, node.output[-3000:]
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of process ``pid`` in MB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_compressed_bombs_are_refused_before_decoding(ros_env, shared_data):
+    """transport: compressed; PNG/JPEG headers declaring 16000x16000 are refused unread.
+
+    A header-only PNG (undecodable) must be refused for its size, a real 250 kB PNG of
+    16000x16000 (768 MB decoded) without the node's peak memory growing by hundreds of
+    MB, a JPEG whose SOF declares 16000x16000 likewise, a 300x4 PNG as too small; all are
+    counted invalid and the real JPEG frames around them are answered.
+    """
+    import cv2
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    from compressed_bombs import jpeg_declaring, png_bomb, png_header_only
+
+    frames = read_frames(shared_data / "uav_unlabeled" / "person11.mp4", 5)
+    bad = [("png", png_header_only()), ("png", png_bomb()),
+           ("jpeg", jpeg_declaring(frames[0], 16000, 16000)),
+           ("png", cv2.imencode(".png", frames[0][:4, :300])[1].tobytes())]
+    env = node_env(ros_env)
+    node = NodeProcess(env, params=model_params() + ["transport:=compressed",
+                                                     "qos_reliability:=reliable"])
+    client = Client(int(env["ROS_DOMAIN_ID"]))
+    pub = client.node.create_publisher(CompressedImage, "/image/compressed",
+                                       QoSProfile(depth=10,
+                                                  reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        end = time.monotonic() + 120
+        while pub.get_subscription_count() == 0 or \
+                client.subs["saliency"].get_publisher_count() == 0:
+            assert node.alive() and time.monotonic() < end, node.output[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stamp, valid = 300.0, []
+
+        def send(fmt, data):
+            nonlocal stamp
+            msg = CompressedImage(format=fmt)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), \
+                int(round((stamp % 1) * 1e9))
+            msg.header.frame_id = FRAME_ID
+            msg.data = data
+            stamp += 0.1
+            pub.publish(msg)
+            return msg
+
+        for k, (fmt, data) in enumerate(bad):
+            valid.append(send("jpeg", cv2.imencode(".jpg", frames[k])[1].tobytes()))
+            assert client.wait_for("saliency", stamp_of(valid[-1]), timeout=60.0), \
+                node.output[-3000:]
+            if k == 0:
+                baseline = _vm_hwm_mb(node.proc.pid)
+            send(fmt, data)
+        valid.append(send("jpeg", cv2.imencode(".jpg", frames[4])[1].tobytes()))
+        assert client.wait_for("saliency", stamp_of(valid[-1]), timeout=60.0), \
+            node.output[-3000:]
+        diag = client.wait_diagnostics(lambda d: d.get("invalid") == str(len(bad)),
+                                       timeout=60.0)
+        assert diag is not None, f"{client.last_diagnostics()}\n{node.output[-3000:]}"
+        assert client.count("saliency") == len(valid)
+        growth = _vm_hwm_mb(node.proc.pid) - baseline
+        print(f"node peak RSS growth over the bombs: {growth:.1f} MB")
+        assert growth < 200.0, f"peak RSS grew by {growth:.0f} MB: a bomb was decoded"
+        text = node.output
+        assert "16000x16000 image has more pixels than max_input_pixels" in text, text[-3000:]
+        assert "smaller than min_input_size" in text, text[-3000:]
+        assert "cannot be decoded" not in text, text[-3000:]
+        assert node.alive() and "Traceback" not in text, text[-3000:]
+    finally:
+        client.close()
+        assert node.stop() == 0, node.output[-3000:]

@@ -13,13 +13,19 @@ Encoding notes:
 * ``mono16`` / ``16UC1`` become 8 bits for RGB by keeping the high byte (value >> 8).
 * ``8UC1`` is read as mono8 and ``8UC3`` as bgr8 (OpenCV's channel order), as cv_bridge does.
 * ``32FC1`` is what the saliency output is published as; it has no RGB view.
+
+Sizes: ``check_size`` is the one rule for the node's ``min_input_size`` and
+``max_input_pixels``.  A CompressedImage is checked against it from the size its header
+declares (PNG IHDR, JPEG frame header) before any pixel is decoded: a 250 kB PNG can
+declare 16000 x 16000 pixels, 768 MB once decoded.
 """
 
 from __future__ import annotations
 
 import array
+import struct
 import sys
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -31,15 +37,28 @@ from skd_saliency_ros.core.errors import SkdError
 class ImageEncodingError(SkdError, ValueError):
     """An Image message that cannot be decoded: unsupported encoding or inconsistent fields."""
 
+    #: What kind of problem it is (a node throttles its warnings per kind).
+    kind = "decode"
+
+
+class ImageSizeError(ImageEncodingError):
+    """An image smaller than ``min_input_size`` or with more pixels than ``max_input_pixels``."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
 
 class _Layout(NamedTuple):
     channels: int      # values per pixel in the numpy layout (yuv422: 2 bytes per pixel)
     dtype: str         # numpy base type of one value
-    to_rgb: Optional[int]  # cv2 conversion code to RGB, None when special-cased
+    to_rgb: Optional[int]  # cv2 conversion code to RGB; _AS_IS: already RGB; None: no RGB view
 
+
+_AS_IS = -1  # not a cv2 code: the pixels are RGB already
 
 _LAYOUTS: Dict[str, _Layout] = {
-    "rgb8": _Layout(3, "u1", None),
+    "rgb8": _Layout(3, "u1", _AS_IS),
     "bgr8": _Layout(3, "u1", cv2.COLOR_BGR2RGB),
     "8UC3": _Layout(3, "u1", cv2.COLOR_BGR2RGB),
     "rgba8": _Layout(4, "u1", cv2.COLOR_RGBA2RGB),
@@ -62,8 +81,8 @@ _LAYOUTS: Dict[str, _Layout] = {
 }
 
 SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
-#: Encodings image_to_rgb8 accepts (camera images); 32FC1 is output-only.
-RGB_ENCODINGS = tuple(e for e in SUPPORTED_ENCODINGS if e != "32FC1")
+#: Encodings image_to_rgb8 accepts (camera images): those with an RGB view (not 32FC1).
+RGB_ENCODINGS = tuple(e for e, layout in _LAYOUTS.items() if layout.to_rgb is not None)
 _YUV422 = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
 _BAYER = ("bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
 _HOST_BIGENDIAN = sys.byteorder == "big"
@@ -75,13 +94,17 @@ def bytes_per_pixel(encoding: str) -> int:
     return layout.channels * np.dtype(layout.dtype).itemsize
 
 
+def _unsupported(encoding: str, accepted) -> ImageEncodingError:
+    """Build the error for an unknown encoding, listing exactly what the caller accepts."""
+    return ImageEncodingError(f"unsupported encoding '{encoding}'; supported: "
+                              f"{', '.join(accepted)}")
+
+
 def _layout(encoding: str) -> _Layout:
     try:
         return _LAYOUTS[encoding]
     except (KeyError, TypeError):
-        raise ImageEncodingError(
-            f"unsupported encoding '{encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}"
-        ) from None
+        raise _unsupported(encoding, SUPPORTED_ENCODINGS) from None
 
 
 def _describe(msg) -> str:
@@ -130,7 +153,8 @@ def check_image(msg, rgb: bool = True) -> None:
     when ``rgb``), the geometry against the encoding and the data length.
     """
     if rgb and msg.encoding not in RGB_ENCODINGS:
-        _layout(msg.encoding)  # unknown encodings get the "unsupported" message
+        if msg.encoding not in _LAYOUTS:
+            raise _unsupported(msg.encoding, RGB_ENCODINGS)
         raise ImageEncodingError(f"{_describe(msg)}: '{msg.encoding}' is not a camera "
                                  "encoding; cannot convert it to RGB")
     _check_geometry(msg, _layout(msg.encoding))
@@ -170,7 +194,7 @@ def image_to_rgb8(msg) -> np.ndarray:
     layout = _LAYOUTS[msg.encoding]
     if layout.dtype == "u2":
         arr = (arr >> 8).astype(np.uint8)
-    if layout.to_rgb is None:  # rgb8
+    if layout.to_rgb == _AS_IS:
         return arr
     return cv2.cvtColor(arr, layout.to_rgb)  # OpenCV reads padded rows in place
 
@@ -231,18 +255,100 @@ def _empty_image() -> Image:
         return Image()
 
 
-def compressed_to_rgb8(msg) -> np.ndarray:
+def check_size(width: int, height: int, min_size: int = 1,
+               max_pixels: Optional[int] = None) -> None:
+    """Raise ImageSizeError for an image outside the limits (raw or compressed alike).
+
+    Too small: the model sees nothing at R x R; too many pixels: memory and latency
+    (``max_pixels`` None: no upper limit).
+    """
+    if width < min_size or height < min_size:
+        raise ImageSizeError(f"{width}x{height} image is smaller than min_input_size "
+                             f"{min_size}", "too_small")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageSizeError(f"{width}x{height} image has more pixels than max_input_pixels "
+                             f"{max_pixels}", "too_large")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: JPEG start-of-frame markers: SOF0-3, 5-7, 9-11, 13-15 (C4 is DHT, C8 JPG, CC DAC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(data) -> Optional[Tuple[int, int]]:
+    """Return the (width, height) a PNG's IHDR or JPEG's frame header declares, else None.
+
+    ``data`` is bytes or a memoryview of them.  Only header bytes are read, so the size of
+    a compressed image is known before decoding it.
+    """
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) >= 24 and data[12:16] == b"IHDR":  # IHDR is always the first chunk
+            width, height = struct.unpack(">II", data[16:24])
+            return int(width), int(height)
+        return None
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    return None
+
+
+def _jpeg_size(data) -> Optional[Tuple[int, int]]:
+    """Walk a JPEG's marker segments to its frame header (SOFn): height, width follow."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            at += 2
+        elif marker in (0xD9, 0xDA):  # end of image, or a scan before any frame header
+            return None
+        elif marker in _JPEG_SOF:
+            if at + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 5:at + 9])
+            return int(width), int(height)
+        else:
+            at += 2 + ((data[at + 2] << 8) | data[at + 3])
+    return None
+
+
+def check_compressed(msg, min_size: int = 1, max_pixels: Optional[int] = None
+                     ) -> Tuple[int, int]:
+    """Return the (width, height) a CompressedImage declares; raise if it cannot be used.
+
+    Touches only the header: no data, not a JPEG or PNG, or a header that ends early raise
+    ImageEncodingError; a declared size outside the limits raises ImageSizeError.
+    """
+    data = _buffer(msg)
+    if not data.size:
+        raise ImageEncodingError(f"CompressedImage (format '{msg.format}') has no data")
+    size = compressed_size(memoryview(data))  # no copy: only header bytes are read
+    if size is None:
+        raise _undecodable(msg, data.size)
+    check_size(size[0], size[1], min_size, max_pixels)
+    return size
+
+
+def _undecodable(msg, size: int) -> ImageEncodingError:
+    return ImageEncodingError(f"CompressedImage (format '{msg.format}') with {size} bytes "
+                              "cannot be decoded (not a JPEG or PNG image)")
+
+
+def compressed_to_rgb8(msg, min_size: int = 1, max_pixels: Optional[int] = None
+                       ) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage (jpeg or png, any colour).
 
-    The ``format`` field is only reported in errors: OpenCV recognises the bytes themselves,
-    which is what image_transport's compressed plugin writes ("jpeg", "rgb8; jpeg
-    compressed bgr8", ...).
+    The size the header declares is checked against ``min_size`` and ``max_pixels``
+    (check_compressed) before decoding, so a small file declaring a huge image is refused
+    without allocating it.  The ``format`` field is only reported in errors: the bytes
+    themselves say what they are, as with image_transport's compressed plugin ("jpeg",
+    "rgb8; jpeg compressed bgr8", ...).
     """
-    import cv2
-
-    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    check_compressed(msg, min_size, max_pixels)
+    buf = _buffer(msg)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ImageEncodingError(f"CompressedImage (format '{msg.format}') with {buf.size} "
-                                 "bytes cannot be decoded (not a JPEG or PNG image)")
+        raise _undecodable(msg, buf.size)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -42,8 +42,9 @@ from skd_saliency_ros.core.engine import upsample
 from skd_saliency_ros.core.stamps import stamp_seconds
 from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.ros import params as P
-from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_image,
-                                           compressed_to_rgb8, image_to_rgb8, numpy_to_image)
+from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_compressed, check_image,
+                                           check_size, compressed_to_rgb8, image_to_rgb8,
+                                           numpy_to_image)
 from skd_saliency_ros.ros.outputs import (CameraStats, diagnostic_status, frame_messages,
                                           overlay_bgr)
 from skd_saliency_ros.ros.entry import run_node
@@ -418,46 +419,28 @@ class SaliencyNode(LifecycleNode):
     def _accept(self, cam: _Camera, msg) -> bool:
         """Cheap checks of size, encoding and data length (no pixel is touched).
 
-        A CompressedImage only gets its data checked here: its size is known after
-        decoding, where ``_decode`` applies the same size limits.
+        A CompressedImage is checked by the size its header declares, so an image that
+        would be too large decoded is refused before decoding (and never queued).
         """
-        if isinstance(msg, CompressedImage):
-            if not len(msg.data):
-                self._invalid(cam, "decode", f"CompressedImage (format '{msg.format}') "
-                                             "has no data")
-                return False
-            return True
-        return self._size_ok(cam, int(msg.width), int(msg.height)) and self._encoding_ok(
-            cam, msg)
-
-    def _size_ok(self, cam: _Camera, width: int, height: int) -> bool:
-        settings = self._settings
-        if width < settings.min_input_size or height < settings.min_input_size:
-            self._invalid(cam, "too_small", f"{width}x{height} image is smaller than "
-                                            f"min_input_size {settings.min_input_size}")
-            return False
-        if width * height > settings.max_input_pixels:
-            self._invalid(cam, "too_large", f"{width}x{height} image has more pixels than "
-                                            f"max_input_pixels {settings.max_input_pixels}")
-            return False
-        return True
-
-    def _encoding_ok(self, cam: _Camera, msg: Image) -> bool:
+        limits = (self._settings.min_input_size, self._settings.max_input_pixels)
         try:
-            check_image(msg)
+            if isinstance(msg, CompressedImage):
+                check_compressed(msg, *limits)
+            else:
+                check_size(int(msg.width), int(msg.height), *limits)
+                check_image(msg)
         except ImageEncodingError as exc:
-            self._invalid(cam, "decode", str(exc))
+            self._invalid(cam, exc.kind, str(exc))
             return False
         return True
 
     def _decode(self, cam: _Camera, msg, received: float) -> Optional[_Work]:
         compressed = isinstance(msg, CompressedImage)
+        limits = (self._settings.min_input_size, self._settings.max_input_pixels)
         try:
-            rgb = compressed_to_rgb8(msg) if compressed else image_to_rgb8(msg)
+            rgb = compressed_to_rgb8(msg, *limits) if compressed else image_to_rgb8(msg)
         except ImageEncodingError as exc:
-            self._invalid(cam, "decode", str(exc))
-            return None
-        if compressed and not self._size_ok(cam, rgb.shape[1], rgb.shape[0]):
+            self._invalid(cam, exc.kind, str(exc))
             return None
         encoding = msg.format if compressed else msg.encoding
         if cam.last_encoding is not None and encoding != cam.last_encoding:
