@@ -12,7 +12,7 @@ import argparse
 
 from skd_saliency_ros.core.models import build_model
 
-from .trainer import add_common_arguments, load_data, train
+from .trainer import add_common_arguments, arch_spec, load_data, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
             "soft_teachers": [teacher], "init": "default (seeded)"}
     return train(
         args, args.student,
-        build=lambda: build_model(args.student, args.arch),
+        build=lambda: build_model(args.student, arch_spec(args)),
         data_fn=lambda progress: load_data(args, [teacher], [teacher],
                                            gaze_only=args.lam == 0, progress=progress),
         meta=meta)

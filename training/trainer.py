@@ -37,9 +37,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from skd_saliency_ros.core.models import ARCHITECTURES, count_parameters
+from skd_saliency_ros.core.models import ARCHITECTURES, count_parameters, with_output
 
-from .losses import distillation_loss
+from .losses import LOSSES, OUTPUT_OF_LOSS, distillation_loss, make_criterion
 from .predict import predict_maps
 
 
@@ -86,6 +86,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
     g.add_argument("--lambda", dest="lam", type=float, default=default_lambda,
                    help="weight of the soft (teacher) term; frames without gaze use the "
                         "soft term only (default: %(default)s)")
+    g.add_argument("--loss", choices=LOSSES, default="l2",
+                   help="l2: the paper's normalised L2 on a linear output; kld: KL divergence "
+                        "to the target on a spatial softmax of the output, the transform "
+                        "then stored with the model (training/losses.py; default %(default)s)")
+    g.add_argument("--cc-weight", type=float, default=0.0,
+                   help="with --loss kld: subtract this times CC(prediction, target)")
+    g.add_argument("--nss-weight", type=float, default=0.0,
+                   help="with --loss kld: subtract this times NSS against the target density")
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=default_steps,
@@ -102,6 +110,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
     g.add_argument("--no-hflip", dest="hflip", action="store_false",
                    help="disable random horizontal flips")
     g.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    g.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                   help="bf16: bfloat16 autocast of the forward pass on CPUs with AMX or "
+                        "AVX512-BF16 (docs/BENCHMARKS.md has the measured step times)")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
     g = parser.add_argument_group("output")
@@ -119,6 +130,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
                         "(for a machine shared in time slots)")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no tqdm progress bars")
+
+
+def arch_spec(args: argparse.Namespace) -> Dict[str, Any]:
+    """Return the spec to build: ``--arch`` ending in the output transform of ``--loss``."""
+    return with_output(args.arch, OUTPUT_OF_LOSS[getattr(args, "loss", "l2")])
 
 
 # --------------------------------------------------------------------------- distributed
@@ -320,7 +336,7 @@ def write_curves(path: Path, history: Dict[str, list], title: str) -> None:
             smooth.append(ema)
         ax1.plot(steps, smooth, label="loss (EMA 0.05)")
     ax1.set_xlabel("step")
-    ax1.set_ylabel("normalised L2 loss")
+    ax1.set_ylabel("training loss")
     ax1.set_yscale("log")
     ax1.legend()
     vsteps = [h["step"] for h in history["val"]]
@@ -359,9 +375,9 @@ def check_outputs(args: argparse.Namespace) -> None:
 LR_SCHEDULES = ("constant", "cosine")
 # Options that must not change between an interrupted run and its --resume.
 FIXED_ON_RESUME = ("kind", "arch", "resolution", "lam", "batch_size", "lr", "lr_schedule",
-                   "weight_decay", "seed", "hflip", "world")
+                   "weight_decay", "seed", "hflip", "world", "loss", "cc_weight", "nss_weight")
 # What a resume state written before an option existed implied.
-IMPLIED_BEFORE = {"lr_schedule": "constant"}
+IMPLIED_BEFORE = {"lr_schedule": "constant", "loss": "l2", "cc_weight": 0.0, "nss_weight": 0.0}
 
 
 def learning_rate(schedule: str, base: float, step: int, total: int) -> float:
@@ -398,7 +414,13 @@ def _train(args, kind, build, data_fn, meta, info: DistInfo) -> int:
     config = {"kind": kind, "arch": args.arch, "resolution": args.resolution, "lam": args.lam,
               "batch_size": args.batch_size, "lr": args.lr,
               "lr_schedule": args.lr_schedule, "weight_decay": args.weight_decay,
-              "seed": args.seed, "hflip": bool(args.hflip), "world": info.world}
+              "seed": args.seed, "hflip": bool(args.hflip), "world": info.world,
+              "loss": args.loss, "cc_weight": args.cc_weight, "nss_weight": args.nss_weight}
+    try:
+        criterion = make_criterion(args.loss, args.cc_weight, args.nss_weight)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    autocast = args.autocast == "bf16"
 
     torch.manual_seed(args.seed)
     model = build().to(info.device)
@@ -446,10 +468,12 @@ def _train(args, kind, build, data_fn, meta, info: DistInfo) -> int:
         flips = (torch.rand(len(ids), generator=gen) < 0.5) if args.hflip \
             else torch.zeros(len(ids), dtype=torch.bool)
         batch = make_batch(data, ids, flips)
-        out = net(batch["x"].to(info.device))
-        loss = distillation_loss(out, batch["soft"].to(info.device),
+        with torch.autocast(info.device.split(":")[0], dtype=torch.bfloat16,
+                            enabled=autocast):
+            out = net(batch["x"].to(info.device), raw=True)  # the losses take logits
+        loss = distillation_loss(out.float(), batch["soft"].to(info.device),
                                  batch["hard"].to(info.device),
-                                 batch["has_gaze"].to(info.device), args.lam)
+                                 batch["has_gaze"].to(info.device), args.lam, criterion)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
@@ -491,7 +515,7 @@ def _save_resume(path, model, optimizer, step, elapsed, history, config, args) -
 
 def _load_resume(path, model, optimizer, kind, args, config, device):
     try:
-        stored, payload = load_checkpoint(path, kind=kind, arch=args.arch,
+        stored, payload = load_checkpoint(path, kind=kind, arch=arch_spec(args),
                                           resolution=args.resolution)
     except CheckpointError as exc:
         raise TrainingError(f"cannot resume: {exc}") from exc
@@ -522,7 +546,9 @@ def _finish(args, model, data, history, config, meta, elapsed, info) -> None:
     full_meta = dict(meta)
     full_meta.update({
         "kind": config["kind"], "arch": args.arch, "resolution": args.resolution,
-        "lambda": args.lam, "steps": args.steps, "batch_size": args.batch_size,
+        "lambda": args.lam, "loss": args.loss, "cc_weight": args.cc_weight,
+        "nss_weight": args.nss_weight, "output": model.spec["output"],
+        "autocast": args.autocast, "steps": args.steps, "batch_size": args.batch_size,
         "lr": args.lr, "lr_schedule": args.lr_schedule, "weight_decay": args.weight_decay,
         "seed": args.seed, "hflip": bool(args.hflip), "world_size": info.world,
         "threads": args.threads, "device": info.device, "parameters": count_parameters(model),
@@ -536,7 +562,8 @@ def _finish(args, model, data, history, config, meta, elapsed, info) -> None:
     history_path = base.with_name(base.name + ".history.json")
     history_path.write_text(json.dumps({"meta": full_meta, "history": history}, indent=1))
     write_curves(base.with_name(base.name + ".curves.png"), history,
-                 f"{config['kind']} {args.arch} R={args.resolution} lambda={args.lam}")
+                 f"{config['kind']} {args.arch} R={args.resolution} lambda={args.lam} "
+                 f"loss={args.loss}")
     msg = f"wrote {args.output} ({elapsed / 60:.1f} min)"
     if val:
         msg += (f"; {data.val_name} NSS {val['nss']:.3f} CC {val['cc']:.3f} "

@@ -18,7 +18,7 @@ import torch
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint
 from skd_saliency_ros.core.models import SpatioTemporalNet, build_model
 
-from .trainer import TrainingError, add_common_arguments, load_data, train
+from .trainer import TrainingError, add_common_arguments, arch_spec, load_data, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def _students(args: argparse.Namespace):
         if not path:
             raise TrainingError(f"--{kind} CHECKPOINT is required (or pass --from-scratch)")
         try:
-            model, payload = load_checkpoint(path, kind=kind, arch=args.arch,
+            model, payload = load_checkpoint(path, kind=kind, arch=arch_spec(args),
                                              resolution=args.resolution)
         except CheckpointError as exc:
             raise TrainingError(f"--{kind}: {exc}") from exc
@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
     def build():
         if students is None:
-            return build_model("fused", args.arch)
+            return build_model("fused", arch_spec(args))
         gen = torch.Generator().manual_seed(args.seed)
         return SpatioTemporalNet.from_students(students[0][0], students[1][0],
-                                               arch=args.arch, generator=gen)
+                                               arch=arch_spec(args), generator=gen)
 
     return train(
         args, "fused", build=build,

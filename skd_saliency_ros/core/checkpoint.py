@@ -123,7 +123,10 @@ def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
                               f"but a '{kind}' model was requested")
     if arch is not None:
         wanted = get_spec(arch)
-        have = payload["arch"]
+        try:  # a spec stored before a key existed gets that key's default, as when built
+            have = get_spec(payload["arch"])
+        except ArchitectureError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
         if {k: v for k, v in wanted.items() if k != "name"} != \
                 {k: v for k, v in have.items() if k != "name"}:
             raise CheckpointError(f"{path}: architecture '{have.get('name', '?')}' does not "

@@ -11,7 +11,14 @@ Conventions shared by all models here:
 * temporal input: channels 0-2 are the frame whose saliency is predicted (frame t),
   channels 3-5 the frame before it (t-1).  The paper pairs t with t+1; a live
   camera only has the past, so this package is causal (see docs/ARCHITECTURE.md);
-* output: (B, 1, R, R) raw map (no activation), trained to match maps scaled to [0, 1].
+* output: (B, 1, R, R) map.  The spec's ``output`` says which transform ends the network,
+  because it must be the one the model was trained with (``OUTPUT_TRANSFORMS``):
+  ``linear`` (no activation; the paper's normalised L2 teaches it the [0, 1] scale) or
+  ``softmax`` (a spatial softmax scaled to a maximum of 1, ``exp(z - max z)``: the
+  distribution losses train the logits ``z`` of a spatial softmax).  It is part of
+  ``forward``, so every user of the model (engine, ONNX export, replay, evaluate) applies
+  it; ``forward(x, raw=True)`` returns ``z`` for the losses.  Specs stored before the key
+  existed are ``linear``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ from skd_saliency_ros.core.errors import SkdError
 #                                                 (none on a head's last layer).  Same function
 #                                                 class as deconv 4/2 for kernel 3, scale 2, but
 #                                                 an ordinary conv: no col2im, faster on CPU.
+#   ["upconv", out_channels, kernel, scale]       bilinear up-sampling (x scale), then conv +
+#                                                 BN + ReLU (none on a head's last layer):
+#                                                 every output pixel sees the same number of
+#                                                 kernel taps, so no checkerboard pattern
+#                                                 (Odena et al., Distill 2016)
 ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     # Paper-faithful: SKD text (pools at 3 and 5, 1x1 at 9, two high-level convs,
     # two transposed convs) with the widths of the same group's DIS network.
@@ -98,7 +110,15 @@ ARCHITECTURES["skd-fast"] = {
 ARCHITECTURES["skd-fast-noprior"] = dict(copy.deepcopy(ARCHITECTURES["skd-fast"]),
                                          prior="none")
 
+# The paper's layers with the two transposed convs of the head replaced: their uneven kernel
+# overlap (kernel 4, stride 2) paints a checkerboard on maps of footage the net never saw.
+ARCHITECTURES["skd-paper-subpix"] = copy.deepcopy(ARCHITECTURES["skd-paper"])
+ARCHITECTURES["skd-paper-subpix"]["head"][3:] = [["subpix", 8, 3, 2], ["subpix", 1, 3, 2]]
+ARCHITECTURES["skd-paper-upconv"] = copy.deepcopy(ARCHITECTURES["skd-paper"])
+ARCHITECTURES["skd-paper-upconv"]["head"][3:] = [["upconv", 8, 3, 2], ["upconv", 1, 3, 2]]
+
 KINDS = ("spatial", "temporal", "fused")
+OUTPUT_TRANSFORMS = ("linear", "softmax")
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
@@ -115,6 +135,7 @@ def get_spec(arch: str | Dict[str, Any]) -> Dict[str, Any]:
                 f"unknown architecture '{arch}'; known: {', '.join(sorted(ARCHITECTURES))}")
         spec = copy.deepcopy(ARCHITECTURES[arch])
         spec["name"] = arch
+        spec.setdefault("output", "linear")
         return spec
     spec = copy.deepcopy(dict(arch))
     for key in ("stream", "head"):
@@ -123,7 +144,17 @@ def get_spec(arch: str | Dict[str, Any]) -> Dict[str, Any]:
     spec.setdefault("prior", "none")
     spec.setdefault("prior_size", 16)
     spec.setdefault("name", "custom")
+    spec.setdefault("output", "linear")
+    if spec["output"] not in OUTPUT_TRANSFORMS:
+        raise ArchitectureError(f"unknown output transform '{spec['output']}' (supported: "
+                                f"{', '.join(OUTPUT_TRANSFORMS)}); this code cannot produce "
+                                "the maps that model was trained to give")
     return spec
+
+
+def with_output(arch: str | Dict[str, Any], output: str) -> Dict[str, Any]:
+    """Return the spec of ``arch`` ending in the output transform ``output``."""
+    return get_spec(dict(get_spec(arch), output=output))
 
 
 def downsampling_factor(layers: Sequence[Sequence[Any]]) -> int:
@@ -178,6 +209,15 @@ def build_layers(in_ch: int, layers: Sequence[Sequence[Any]],
             if not is_last:
                 modules += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             ch = out
+        elif kind == "upconv":
+            out, k, scale = int(layer[1]), int(layer[2]), int(layer[3])
+            modules.append(nn.Upsample(scale_factor=scale, mode="bilinear",
+                                       align_corners=False))
+            if is_last:
+                modules.append(nn.Conv2d(ch, out, k, 1, padding=k // 2))
+            else:
+                modules += _conv_bn_relu(ch, out, k, 1)
+            ch = out
         else:
             raise ArchitectureError(f"unknown layer type '{kind}' in {layer}")
     return nn.Sequential(*modules), ch
@@ -221,8 +261,12 @@ class _SaliencyNet(nn.Module):
     def in_channels(self) -> int:
         return 3 * self.in_frames
 
-    def finish(self, out: torch.Tensor) -> torch.Tensor:
-        return self.prior(out) if self.prior is not None else out
+    def finish(self, out: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """Add the prior; then the output transform, unless ``raw`` (the losses' logits)."""
+        out = self.prior(out) if self.prior is not None else out
+        if raw or self.spec["output"] == "linear":
+            return out
+        return torch.exp(out - out.amax(dim=(-2, -1), keepdim=True))
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x[:, :self.in_channels] - self.mean) / self.std
@@ -239,9 +283,9 @@ class SpatialStudent(_SaliencyNet):
         self.stream, ch = build_layers(3, self.spec["stream"])
         self.head, _ = build_layers(ch, self.spec["head"], last_is_output=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict the raw saliency map of the (first) frame in ``x``."""
-        return self.finish(self.head(self.stream(self._normalise(x))))
+    def forward(self, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """Predict the map of the (first) frame in ``x``; ``raw``: before the output transform."""
+        return self.finish(self.head(self.stream(self._normalise(x))), raw)
 
 
 class TemporalStudent(SpatialStudent):
@@ -268,11 +312,11 @@ class SpatioTemporalNet(_SaliencyNet):
         self.temporal, ch_t = build_layers(6, self.spec["stream"])
         self.fusion, _ = build_layers(ch_s + ch_t, self.spec["head"], last_is_output=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run both streams on the (t, t-1) pair in ``x`` and fuse them."""
+    def forward(self, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """Fuse both streams on the (t, t-1) pair ``x``; ``raw``: before the output transform."""
         x = self._normalise(x)
         feats = torch.cat([self.spatial(x[:, :3]), self.temporal(x)], dim=1)
-        return self.finish(self.fusion(feats))
+        return self.finish(self.fusion(feats), raw)
 
     @classmethod
     def from_students(cls, spatial: SpatialStudent, temporal: TemporalStudent,
