@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The runs of docs/SELECTION_RULE.md, in two lanes of one thread each (a 2-core machine).
 #   bash tools/selection_runs.sh lane1|lane2|finalists ID...|length   (from the repository root)
+#   bash tools/selection_runs.sh screen1|screen2|fidelity-final ID       (issue 18's round)
 # Each run is skipped when its checkpoint exists and resumed when its resume state exists,
 # so the script can be started again after an interruption. Logs: runs/tinyhd/<run>.log.
 set -euo pipefail
@@ -43,7 +44,39 @@ candidate() {  # candidate ID SEED
   esac
 }
 
+# The fidelity round (docs/SELECTION_RULE.md, "Fidelity round"): bf16 autocast, TinyHD-M.
+FID=(transfer --from-scratch --spatial-teacher tinyhd-m --temporal-teacher tinyhd-m -R 64
+     --lambda 1.0 --lr-schedule cosine --threads 1 --val-every 500 --checkpoint-every 250
+     --no-progress)
+fidelity_run() {  # fidelity_run ID SEED STEPS
+  local id=$1 seed=$2 steps=$3 o=$OUT/fid_$1_s$2_$3.pt
+  local cc=(--loss kld --cc-weight 1.0)
+  case $id in
+    S1) fid "$o" --arch skd-paper --loss l2 ;;
+    S2) fid "$o" --arch skd-paper --loss kld ;;
+    S2f) fid "$o" --arch skd-paper --loss kld --autocast none ;;
+    S3) fid "$o" --arch skd-paper "${cc[@]}" ;;
+    S4) fid "$o" --arch skd-paper-subpix "${cc[@]}" ;;
+    S5) fid "$o" --arch skd-paper-upconv "${cc[@]}" ;;
+    S6) fid "$o" --arch skd-fast "${cc[@]}" ;;
+    *) echo "unknown candidate $id" >&2; exit 2 ;;
+  esac
+}
+fid() {  # fid OUTPUT ARGS...: one run of the fidelity round (bf16 unless told otherwise)
+  local out=$1; shift
+  if [[ -f $out ]]; then echo "have $out"; return; fi
+  local resume=()
+  [[ -f ${out%.pt}.resume.pt ]] && resume=(--resume)
+  echo "$(date +%T) start $out"
+  $PY -m training "${FID[@]}" --autocast bf16 --seed "$seed" --steps "$steps" "$@" \
+      -o "$out" "${resume[@]}" >> "${out%.pt}.log" 2>&1
+  echo "$(date +%T) done $out: $(tail -1 "${out%.pt}.log")"
+}
+
 case ${1:-} in
+  screen1) for id in S1 S3 S5 S2f; do fidelity_run "$id" 0 1000; done ;;
+  screen2) for id in S2 S4 S6; do fidelity_run "$id" 0 1000; done ;;
+  fidelity-final) fidelity_run "$2" "$3" 4000 ;;
   lane1) for id in A D B; do candidate "$id" 0; done ;;
   lane2) for id in C E F G; do candidate "$id" 0; done ;;
   finalists) shift; for id in "$@"; do for seed in 1 2; do candidate "$id" "$seed"; done; done ;;
