@@ -120,6 +120,23 @@ def nan_off_grey(path: Path, resolution: int = 32) -> Path:
                        resolution)
 
 
+def fails_off_grey(path: Path, resolution: int = 32) -> Path:
+    """Write a lookup table indexed by 1000 |x - 0.5|: an error wherever a pixel is off by > 0.1.
+
+    Gather refuses an index past its 100 entries, so onnxruntime raises on real camera
+    frames while the mid-grey load check runs: a model that fails at run time only.
+    """
+    nodes = _first_channel("frames") + [
+        _const("half", 0.5), _const("scale", 1000.0), _const("table", np.zeros(100)),
+        helper.make_node("Sub", ["ch0", "half"], ["d"]),
+        helper.make_node("Abs", ["d"], ["ad"]),
+        helper.make_node("Mul", ["ad", "scale"], ["scaled"]),
+        helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "index"], ["saliency"], axis=0)]
+    return write_model(path, nodes, "saliency", ["batch", 1, resolution, resolution],
+                       resolution)
+
+
 #: name -> builder of every model the engine must refuse at load.
 UNSERVABLE = {"float16 input": float16_input, "rank-1 output": rank1_output,
               "NaN output (log of a negative)": log_of_negative,

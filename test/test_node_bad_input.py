@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from node_harness import (Client, NodeProcess, default_output_size, image_to_array,
                           make_image, model_params, node_env, read_frames, stamp_of)
@@ -188,6 +189,61 @@ def test_compressed_bombs_are_refused_before_decoding(ros_env, shared_data):
         assert "smaller than min_input_size" in text, text[-3000:]
         assert "cannot be decoded" not in text, text[-3000:]
         assert node.alive() and "Traceback" not in text, text[-3000:]
+    finally:
+        client.close()
+        assert node.stop() == 0, node.output[-3000:]
+
+
+@pytest.mark.parametrize("problem", ["non_finite", "failed"])
+def test_model_without_maps_publishes_nothing_and_reports_error(ros_env, shared_data,
+                                                                tmp_path, problem):
+    """Models that pass the load check but give no map for any real frame.
+
+    ``non_finite``: NaN on every frame (no fake all-zero map may be published); ``failed``:
+    onnxruntime raises on every frame.  Nothing is published, the node warns (throttled),
+    counts the frames and /diagnostics goes to ERROR; it keeps running.
+    """
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from bad_models import fails_off_grey, nan_off_grey
+    from skd_saliency_ros.core.engine import SaliencyEngine, resize_area
+    from skd_saliency_ros.core.maps import fill_pair
+
+    build, status_text, log_text = {
+        "non_finite": (nan_off_grey, "not finite", "not finite"),
+        "failed": (fails_off_grey, "failed in the model", "processing failed")}[problem]
+    model = build(tmp_path / f"{problem}.onnx")
+    frames = read_frames(shared_data / "uav_unlabeled" / "person11.mp4", 20)
+    engine = SaliencyEngine(model, device="cpu", backend="onnxruntime")  # passes the check
+    for frame in frames:  # the premise: no usable map for each of these very frames
+        small = resize_area(np.ascontiguousarray(frame[:, :, ::-1]), engine.resolution)
+        pair = fill_pair(np.empty((6, engine.resolution, engine.resolution), np.float32),
+                         small, small)
+        try:
+            assert not np.isfinite(engine.predict(pair[None])).all()
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
+            assert problem == "failed", exc
+    env = node_env(ros_env)
+    node = NodeProcess(env, params=[f"model_path:={model}"])
+    client = Client(int(env["ROS_DOMAIN_ID"]))
+    try:
+        client.wait_connected(node)
+        for k, frame in enumerate(frames):
+            client.publish(make_image(frame, "bgr8", 500.0 + 0.1 * k, FRAME_ID))
+            time.sleep(0.1)
+        diag = client.wait_diagnostics(
+            lambda d: d.get(problem) and int(d[problem]) + int(d["dropped"]) == len(frames),
+            timeout=60.0)
+        assert diag is not None, f"{client.last_diagnostics()}\n{node.output[-3000:]}"
+        assert int(diag[problem]) > 0 and diag["frames_out"] == "0", diag
+        assert client.count("saliency") == 0 and client.count("peaks") == 0
+        error = client.wait_diagnostics(
+            lambda d: d["_level"] == DiagnosticStatus.ERROR and status_text in d["_message"],
+            timeout=30.0)
+        assert error is not None, f"{client.last_diagnostics()}\n{node.output[-3000:]}"
+        warnings = [line for line in node.lines if "WARN" in line and log_text in line]
+        assert 1 <= len(warnings) < len(frames) // 2, node.output[-3000:]
+        assert node.alive() and "Traceback" not in node.output, node.output[-3000:]
     finally:
         client.close()
         assert node.stop() == 0, node.output[-3000:]

@@ -9,8 +9,11 @@ frames instead of queueing latency.
 
 Invalid frames (undecodable, too small or too large, rejected by the engine) are counted,
 reported with a throttled warning and in diagnostics, and produce no output; the node keeps
-serving.  A model that cannot be loaded stops the node at start-up with one error line and
-exit code 1.
+serving.  A model that cannot be loaded, or fails the engine's load check, stops the node at
+start-up with one error line and exit code 1.  Frames on which the model fails, or whose
+map is not finite (NaN or inf: the engine's zeros are no answer), get no output either; they
+are counted (``failed``, ``non_finite``) and turn /diagnostics to ERROR when no frame of a
+period got a map.
 
 Lifecycle (a managed node, REP 2002 style, like yolo_ros): *configure* reads and checks the
 parameters, loads the engine and creates the publishers and diagnostics; *activate* resets the
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, Vector3Stamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -72,6 +75,56 @@ class _Camera:
     info: Optional[CameraInfo] = None
     last_encoding: Optional[str] = None
     stats: CameraStats = None
+    health: "_ModelHealth" = None
+
+
+@dataclass
+class _ModelHealth:
+    """Frames of one camera that reached the model and got no map: totals and last period.
+
+    ``failed``: inference raised; ``non_finite``: the raw map held NaN or inf.  Kept apart
+    from CameraStats (input-side counters) because these say the model, not the camera, is
+    the problem.
+    """
+
+    failed: int = 0
+    non_finite: int = 0
+    last_failure_reason: str = ""
+    window_failed: int = 0
+    window_non_finite: int = 0
+
+    def take_window(self) -> Tuple[int, int]:
+        """Return and clear (failed, non_finite) of the last period."""
+        window = (self.window_failed, self.window_non_finite)
+        self.window_failed = self.window_non_finite = 0
+        return window
+
+
+def add_model_health(status: DiagnosticStatus, health: _ModelHealth,
+                     window: Tuple[int, int], published: int) -> None:
+    """Add the model counters to a camera's status; WARN or ERROR for maps the model lost.
+
+    ERROR when frames failed or were not finite in the last period and none got a map (the
+    node is running but answers nothing), WARN when only some did.
+    """
+    status.values.extend([KeyValue(key="failed", value=str(health.failed)),
+                          KeyValue(key="non_finite", value=str(health.non_finite)),
+                          KeyValue(key="last_failure_reason", value=health.last_failure_reason)])
+    failed, non_finite = window
+    if not (failed or non_finite):
+        return
+    parts = []
+    if failed:
+        parts.append(f"{failed} frames failed in the model ({health.last_failure_reason})")
+    if non_finite:
+        parts.append(f"{non_finite} maps not finite (NaN or inf in the model's output)")
+    text = "; ".join(parts)
+    if published == 0:
+        status.level = DiagnosticStatus.ERROR
+        text = "no map in the last period: " + text
+    else:
+        status.level = max(status.level, DiagnosticStatus.WARN)
+    status.message = text if status.message == "ok" else f"{text}; {status.message}"
 
 
 @dataclass
@@ -205,6 +258,7 @@ class SaliencyNode(LifecycleNode):
             cam.last_encoding = None
             cam.pending = None
             cam.stats.restart_rate_window()
+            cam.health.take_window()
             self._subscribe(cam)
         self._stop = False
         self._worker = threading.Thread(target=self._run_worker, name="saliency_inference",
@@ -322,7 +376,7 @@ class SaliencyNode(LifecycleNode):
                              durability=DurabilityPolicy.VOLATILE)
         for label, image_topic, info_topic, prefix in layout:
             cam = _Camera(label=label, image_topic=image_topic, info_topic=info_topic,
-                          prefix=prefix, stats=CameraStats())
+                          prefix=prefix, stats=CameraStats(), health=_ModelHealth())
             cam.pub_saliency = self.create_publisher(Image, prefix + "saliency", qos_out)
             cam.pub_info = self.create_publisher(CameraInfo, prefix + "camera_info", qos_out)
             cam.pub_peaks = self.create_publisher(PoseArray, prefix + "peaks", qos_out)
@@ -412,9 +466,28 @@ class SaliencyNode(LifecycleNode):
             except Exception as exc:  # keep serving whatever happens to one batch
                 if not self.context.ok():  # shutting down: publishers are gone
                     return
-                for cam, _ in batch:
-                    self._warn(cam, "internal", f"processing failed: {type(exc).__name__}: "
-                                                f"{exc}")
+                self._failed([cam for cam, _ in batch], exc)
+
+    def _failed(self, cams: List[_Camera], exc: Exception) -> None:
+        """Count one failed frame per camera (no output for it); warn, throttled."""
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        with self._cond:
+            for cam in cams:
+                cam.health.failed += 1
+                cam.health.window_failed += 1
+                cam.health.last_failure_reason = reason
+        for cam in cams:
+            self._warn(cam, "internal", f"processing failed, no output for the frame: {reason} "
+                                        f"({cam.health.failed} so far; see /diagnostics)")
+
+    def _non_finite(self, cam: _Camera) -> None:
+        """Count a frame whose map is NaN or inf (published as nothing); warn, throttled."""
+        with self._cond:
+            cam.health.non_finite += 1
+            cam.health.window_non_finite += 1
+        self._warn(cam, "non_finite", "no output for the frame: the model's map is not finite "
+                                      f"(NaN or inf; {cam.health.non_finite} frames so far, "
+                                      "see /diagnostics)")
 
     def _accept(self, cam: _Camera, msg) -> bool:
         """Cheap checks of size, encoding and data length (no pixel is touched).
@@ -471,10 +544,18 @@ class SaliencyNode(LifecycleNode):
         work = [w for w in (self._decode(cam, msg, t) for cam, (msg, t) in batch) if w]
         if not work:
             return
-        results = self._infer(work)
+        try:
+            results = self._infer(work)
+        except Exception as exc:  # the model failed on the batch: no output for its frames
+            self._failed([w.cam for w in work], exc)
+            return
         for w, result in zip(work, results):
-            if result is not None:
+            if result is None:
+                continue
+            if result.finite:
                 self._publish(w, result)
+            else:  # all zeros by the flat-map rule: no answer, never published as one
+                self._non_finite(w.cam)
 
     def _publish(self, w: _Work, result) -> None:
         cam, msg, settings = w.cam, w.msg, self._settings
@@ -525,6 +606,7 @@ class SaliencyNode(LifecycleNode):
                                            cam.stats, window, self._period, extra,
                                            bounds=P.rate_bounds(self._settings, index),
                                            active=self._active)
+                add_model_health(status, cam.health, cam.health.take_window(), window["out"])
             if window["dropped"]:
                 self._warn(cam, "drop", f"dropped {window['dropped']} frames in the last "
                                         f"{self._period:g} s: inference is slower than the "
