@@ -346,3 +346,24 @@ def test_ablate_prior_zeroes_only_the_prior(students, tmp_path):
     assert not torch.any(after["prior.map"])
     assert all(torch.equal(before[k], after[k]) for k in before if k != "prior.map")
     assert ablate([str(students["spatial"]), str(out)]) == 2  # exists, no --overwrite
+
+
+def test_kld_loss_run_records_its_output_transform(shared_data, cache, tmp_path, capsys):
+    """A kld run (bf16 autocast) ships a softmax-ending model; resume keeps the loss fixed."""
+    out = tmp_path / "kld.pt"
+    args = ["transfer", "--from-scratch", "--arch", "skd-paper-upconv", "--loss", "kld",
+            "--cc-weight", "1", "--autocast", "bf16"]
+    assert main([*args, "--stop-after", "2", *_common(shared_data, cache, out)]) == 0
+    assert main([*args[:4], "--resume", *_common(shared_data, cache, out)]) == 2
+    err = capsys.readouterr().err
+    assert "loss: kld -> l2" in err and "cc_weight: 1.0 -> 0.0" in err
+    assert main([*args, "--resume", *_common(shared_data, cache, out)]) == 0
+    payload = read_checkpoint(out)
+    assert payload["arch"]["output"] == "softmax"
+    meta = payload["meta"]
+    assert (meta["loss"], meta["cc_weight"], meta["output"], meta["autocast"]) == \
+        ("kld", 1.0, "softmax", "bf16")
+    # the paper's loss cannot take the distribution terms
+    assert main(["transfer", "--from-scratch", "--cc-weight", "1",
+                 *_common(shared_data, cache, tmp_path / "bad.pt")]) == 2
+    assert "combine with --loss kld" in capsys.readouterr().err
