@@ -127,10 +127,14 @@ def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
             have = get_spec(payload["arch"])
         except ArchitectureError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
-        if {k: v for k, v in wanted.items() if k != "name"} != \
-                {k: v for k, v in have.items() if k != "name"}:
+        differ = [k for k in sorted(set(wanted) | set(have))
+                  if k != "name" and wanted.get(k) != have.get(k)]
+        if differ:
+            said = ", ".join(f"{k} (stored {have.get(k)}, requested {wanted.get(k)})"
+                             if not isinstance(have.get(k), list) else k for k in differ)
             raise CheckpointError(f"{path}: architecture '{have.get('name', '?')}' does not "
-                                  f"match the requested '{wanted.get('name', '?')}'")
+                                  f"match the requested '{wanted.get('name', '?')}': "
+                                  f"{said} differ")
     if resolution is not None and int(payload["resolution"]) != int(resolution):
         raise CheckpointError(f"{path}: trained at R={payload['resolution']}, "
                               f"but R={resolution} was requested")
