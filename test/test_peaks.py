@@ -158,3 +158,92 @@ def test_bearing_errors():
                                pixel_to_bearing(10, 10, K))
     with pytest.raises(ValueError, match="positive fx, fy"):
         pixel_to_bearing(10, 10, np.zeros(9))
+
+
+# K and grid of issue 17: f = 500 px on 1280x720, a 33 x 19 grid that includes the corners.
+K500 = np.array([[500.0, 0.0, 639.5], [0.0, 500.0, 359.5], [0.0, 0.0, 1.0]])
+GRID = np.stack(np.meshgrid(np.linspace(0, 1279, 33), np.linspace(0, 719, 19)),
+                -1).reshape(-1, 2)
+STRONG = {"plumb_bob": [-0.28, 0.07, 0.0005, -0.0003, 0.0],
+          "rational_polynomial": [0.1, -0.05, 0.0002, 0.0001, 0.01, 0.3, -0.04, 0.02],
+          "equidistant": [-0.3, 0.2, -0.1, 0.02]}
+
+
+def _reprojection_px(ray, pixel, model, d):
+    """Pixel distance between ``pixel`` and OpenCV's forward projection of ``ray``."""
+    obj = np.asarray(ray, np.float64).reshape(1, 1, 3)
+    if model == "equidistant":
+        proj, _ = cv2.fisheye.projectPoints(obj, np.zeros(3), np.zeros(3), K500, np.array(d))
+    else:
+        proj, _ = cv2.projectPoints(obj, np.zeros(3), np.zeros(3), K500, np.array(d))
+    return float(np.linalg.norm(proj.reshape(2) - pixel))
+
+
+@pytest.mark.parametrize("model", sorted(STRONG))
+def test_bearings_over_the_whole_image_reproject_or_are_refused(model):
+    """Issue 17: every grid pixel gives a ray within 0.5 px of it, or a BearingError why.
+
+    OpenCV's default 5 iterations left plumb_bob corner rays 3 degrees off (334 px when
+    reprojected); where the distortion cannot be inverted at all (rational_polynomial,
+    equidistant beyond their valid range) a wrong ray came out instead of none.
+    """
+    from skd_saliency_ros.core.peaks import BearingError
+
+    d, refused, worst = STRONG[model], [], 0.0
+    for pixel in GRID:
+        try:
+            ray = pixel_to_bearing(pixel[0], pixel[1], K500, d, model)
+        except BearingError as exc:
+            assert "reprojects" in str(exc) and "px" in str(exc)
+            refused.append(tuple(pixel))
+            continue
+        assert abs(np.linalg.norm(ray) - 1.0) < 1e-12 and ray[2] > 0
+        worst = max(worst, _reprojection_px(ray, pixel, model, d))
+    assert worst < 0.5, (model, worst)
+    assert (639.5, 359.5) not in refused and len(refused) < len(GRID) // 2
+    if model == "plumb_bob":  # invertible everywhere: converged, nothing refused
+        assert refused == [] and worst < 0.01
+
+
+def test_one_refused_pixel_refuses_the_batch_and_names_it():
+    """pixels_to_bearings is all or nothing (rays keep the peaks' order); the error says where."""
+    from skd_saliency_ros.core.peaks import BearingError
+
+    with pytest.raises(BearingError, match=r"pixel \(1279\.0, 0\.0\).*reprojects"):
+        pixels_to_bearings([[639.5, 359.5], [1279.0, 0.0]], K500, STRONG["equidistant"],
+                           "equidistant")
+
+
+@pytest.mark.parametrize("k", [
+    [[1e-300, 0, 639.5], [0, 500.0, 359.5], [0, 0, 1]],
+    [[500.0, 0, 639.5], [0, 1e-300, 359.5], [0, 0, 1]],
+    [[1e-300, 0, 639.5], [0, 1e-300, 359.5], [0, 0, 1]],
+    [[5e-324, 0, 639.5], [0, 500.0, 359.5], [0, 0, 1]],
+    [[1e300, 0, 639.5], [0, 1e300, 359.5], [0, 0, 1]],
+])
+@pytest.mark.parametrize("model, d", [(None, None), ("plumb_bob", STRONG["plumb_bob"])])
+def test_no_zero_or_non_unit_ray_whatever_the_focal_length(k, model, d):
+    """A focal length of 1e-300 overflowed the norm: (0, 0, 0) passed the finite check."""
+    from skd_saliency_ros.core.peaks import BearingError
+
+    pixels = [[0.0, 0.0], [1279.0, 719.0], [639.5, 0.0], [639.5, 359.5]]
+    try:
+        rays = pixels_to_bearings(pixels, np.array(k), d, model)
+    except BearingError:
+        return  # refused: nothing published, the reason goes to the warning
+    assert np.isfinite(rays).all()
+    np.testing.assert_allclose(np.linalg.norm(rays, axis=1), 1.0, atol=1e-12)
+
+
+def test_unit_vectors_survive_any_scale_and_refuse_no_direction():
+    """One check for every ray and quaternion: finite, non-zero, and unit after normalising."""
+    from skd_saliency_ros.core.vectors import unit_vectors
+
+    for scale in (1e-300, 1.0, 1e300):
+        np.testing.assert_allclose(unit_vectors([[3 * scale, 0, 4 * scale]], 3, "ray",
+                                                ValueError), [[0.6, 0, 0.8]], atol=1e-15)
+    for bad in ([0.0, 0.0, 0.0], [np.nan, 0, 1], [np.inf, 0, 1], [1.0, 2.0]):
+        with pytest.raises(ValueError, match="ray"):
+            unit_vectors(bad, 3, "ray", ValueError)
+    with pytest.raises(ValueError, match="zero vector"):
+        unit_vectors([1e-12, 0, 0], 3, "ray", ValueError, min_norm=1e-9)
