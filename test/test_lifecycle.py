@@ -7,6 +7,7 @@ publishes real UAV123 frames.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -149,14 +150,21 @@ def test_diagnostics_expected_rate_bounds(ros_env, person11):
     client = Client(int(env["ROS_DOMAIN_ID"]))
     try:
         client.wait_connected(node)
-        end = time.monotonic() + 3.0
-        k = 0
-        while time.monotonic() < end:  # about 10 Hz, far below 50; camera clock = ours
+
+        def slow_window_with_output(d):  # a window that had maps: its latency is measured
+            return "below 50 Hz" in d["_message"] and float(d["output_rate_hz"]) > 0 and \
+                math.isfinite(float(d["stamp_latency_mean_ms"]))
+
+        # Publish about 10 Hz (far below 50; camera clock = ours) until a window that had
+        # maps WARNs; a loaded machine may need a while (the first window can hold no map).
+        end, k, warn = time.monotonic() + 90.0, 0, None
+        while warn is None and time.monotonic() < end:
             client.publish(make_image(person11[k % 12], "bgr8", time.time(), "cam"))
             k += 1
             time.sleep(0.1)
-        warn = client.wait_diagnostics(lambda d: "below 50 Hz" in d["_message"])
-        assert warn is not None and warn["_level"] == b"\x01", warn
+            if k % 5 == 0 and k >= 30:
+                warn = client.wait_diagnostics(slow_window_with_output, timeout=0.01)
+        assert warn is not None and warn["_level"] == b"\x01", client.last_diagnostics()
         # age of the frame at publish, from its stamp: transport + queue + inference
         assert 0.0 < float(warn["stamp_latency_mean_ms"]) < 1000.0, warn
         error = client.wait_diagnostics(lambda d: "no input images" in d["_message"],
