@@ -138,6 +138,25 @@ def test_bad_bearing_is_a_clear_error(ray):
         attention_command(ray)
 
 
+def test_huge_bearings_keep_their_direction():
+    """The norm of (3e200, -1e200, 1e201) overflowed to inf: a zero ray and a NaN command."""
+    a = attention_command((0.3, -0.1, 1.0), Mounting(pitch=0.3))
+    b = attention_command((3e200, -1e200, 1e201), Mounting(pitch=0.3))
+    assert (b.pitch, b.yaw) == pytest.approx((a.pitch, a.yaw), abs=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(b.direction_body), 1.0, atol=1e-12)
+    np.testing.assert_allclose(body_to_bearing((1e300, 1e300, 0.0), Mounting()),
+                               body_to_bearing((1.0, 1.0, 0.0), Mounting()), atol=1e-12)
+
+
+@pytest.mark.parametrize("direction", [(0, 0, 0), (float("nan"), 0, 1), (1, 2)])
+def test_direction_without_a_direction_is_refused(direction):
+    """A zero or non-finite body direction gave NaN angles; it is refused like a bad bearing."""
+    with pytest.raises(AttentionError, match="direction"):
+        direction_to_angles(direction)
+    with pytest.raises(AttentionError, match="direction"):
+        body_to_bearing(direction, Mounting())
+
+
 def test_bad_limits_are_a_clear_error():
     """Inverted ranges and negative rates name the offending parameter."""
     with pytest.raises(AttentionError, match="pitch_min"):

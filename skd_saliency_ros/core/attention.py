@@ -32,6 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.vectors import unit_vector
 
 # optical (x right, y down, z forward) -> camera_link (x forward, y left, z up)
 OPTICAL_TO_LINK = np.array([[0.0, 0.0, 1.0],
@@ -120,18 +121,6 @@ def quaternion_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     return q if q[3] >= 0 else -q
 
 
-def unit_vector(values: Sequence[float], size: int, what: str, error: type,
-                min_norm: float) -> np.ndarray:
-    """Return ``values`` normalised; raise ``error`` unless ``size`` finite, non-zero numbers."""
-    vec = np.asarray(values, dtype=np.float64).reshape(-1)
-    if vec.shape != (size,) or not np.all(np.isfinite(vec)):
-        raise error(f"{what} must be {size} finite numbers, got {values!r}")
-    norm = float(np.linalg.norm(vec))
-    if norm < min_norm:
-        raise error(f"{what} is (nearly) the zero vector: it has no direction")
-    return vec / norm
-
-
 def bearing_to_body(bearing_optical: Sequence[float], mounting: Mounting) -> np.ndarray:
     """Rotate a bearing ray from the camera optical frame into the body frame (FLU), unit."""
     ray = unit_vector(bearing_optical, 3, "bearing", AttentionError, min_norm=1e-9)
@@ -149,8 +138,7 @@ def direction_to_angles(direction_body: Sequence[float],
     Roll is always zero.  When the horizontal part of the direction is below ``min_horizontal``
     the yaw is undefined and returned as 0 with ``yaw_defined`` False.
     """
-    d = np.asarray(direction_body, dtype=np.float64)
-    d = d / np.linalg.norm(d)
+    d = unit_vector(direction_body, 3, "body direction", AttentionError, min_norm=1e-9)
     horizontal = math.hypot(d[0], d[1])
     pitch = math.atan2(-d[2], horizontal)
     if horizontal < min_horizontal:
@@ -240,10 +228,9 @@ def mounting_from_quaternion(q_xyzw: Sequence[float]) -> Mounting:
 
 def body_to_bearing(direction_body: Sequence[float], mounting: Mounting) -> np.ndarray:
     """Return the optical-frame ray under which a body direction is seen (bearing_to_body^-1)."""
-    d = np.asarray(direction_body, dtype=np.float64).reshape(3)
+    d = unit_vector(direction_body, 3, "body direction", AttentionError, min_norm=1e-9)
     rot = rotation_rpy(mounting.roll, mounting.pitch, mounting.yaw)
-    ray = OPTICAL_TO_LINK.T @ (rot.T @ d)
-    return ray / np.linalg.norm(ray)
+    return OPTICAL_TO_LINK.T @ (rot.T @ d)  # rotations keep the unit length
 
 
 def _sample_stamp(sample: Tuple[int, Mounting]) -> int:
