@@ -190,9 +190,16 @@ class _OnnxRunner:
             raise CheckpointError(f"{path}: input has {self.in_channels} channels; expected 3 "
                                   "(spatial) or 6 (temporal / fused)")
         self.max_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        import onnxruntime as ort
+
+        # A failing run raises with the reason, which the caller reports (the node: a
+        # throttled warning); onnxruntime's own log line per failed run would be a second,
+        # unthrottled copy of it on every frame.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # fatal only
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.session.run(None, {self.input_name: batch}, self._run_options)[0]
 
 
 class SaliencyEngine:
