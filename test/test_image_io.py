@@ -272,15 +272,17 @@ def test_compressed_size_is_read_from_the_header(frame):
                 "300x4 image is smaller than min_input_size 8"),
                (cv2.imencode(".bmp", bgr)[1].tobytes(), "not a JPEG or PNG image"),
                (png_header_only()[:20], "not a JPEG or PNG image"),
-               (cv2.imencode(".jpg", bgr)[1].tobytes()[:100], "not a JPEG or PNG image")]
+               (cv2.imencode(".jpg", bgr)[1].tobytes()[:100], "not a JPEG or PNG image"),
+               (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 100_000, "not a JPEG or PNG image")]
     for data, message in refused:
         with pytest.raises(ImageEncodingError, match=message):
             compressed_to_rgb8(_compressed(data), **LIMITS)
-    for ext in (".jpg", ".png"):
-        data = cv2.imencode(ext, bgr)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
+    # A 60 kB APP1 segment (EXIF's place) before the frame header is walked over.
+    app1 = jpeg[:2] + b"\xff\xe1" + (60_002).to_bytes(2, "big") + bytes(60_000) + jpeg[2:]
+    for data in (jpeg, app1, cv2.imencode(".png", bgr)[1].tobytes()):
         want = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
                             cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(compressed_to_rgb8(_compressed(data), **LIMITS), want)
     # Without limits (offline tools) the declared size is still read and must be valid.
-    assert compressed_to_rgb8(_compressed(cv2.imencode(".jpg", bgr)[1].tobytes())).shape == \
-        frame.shape
+    assert compressed_to_rgb8(_compressed(jpeg)).shape == frame.shape

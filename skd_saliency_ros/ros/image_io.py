@@ -273,6 +273,7 @@ def check_size(width: int, height: int, min_size: int = 1,
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: JPEG start-of-frame markers: SOF0-3, 5-7, 9-11, 13-15 (C4 is DHT, C8 JPG, CC DAC).
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_MAX_MARKERS = 1024
 
 
 def compressed_size(data) -> Optional[Tuple[int, int]]:
@@ -292,10 +293,14 @@ def compressed_size(data) -> Optional[Tuple[int, int]]:
 
 
 def _jpeg_size(data) -> Optional[Tuple[int, int]]:
-    """Walk a JPEG's marker segments to its frame header (SOFn): height, width follow."""
+    """Walk a JPEG's marker segments to its frame header (SOFn): height, width follow.
+
+    Bounded: the frame header of a real JPEG follows a handful of APPn / DQT segments, and
+    this runs in a subscription callback, so a file of endless tiny segments is refused.
+    """
     at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
+    for _ in range(_JPEG_MAX_MARKERS):
+        if at + 4 > len(data) or data[at] != 0xFF:
             return None
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte before a marker
@@ -310,7 +315,10 @@ def _jpeg_size(data) -> Optional[Tuple[int, int]]:
             height, width = struct.unpack(">HH", data[at + 5:at + 9])
             return int(width), int(height)
         else:
-            at += 2 + ((data[at + 2] << 8) | data[at + 3])
+            length = (data[at + 2] << 8) | data[at + 3]
+            if length < 2:  # a segment's length counts its own two bytes
+                return None
+            at += 2 + length
     return None
 
 
