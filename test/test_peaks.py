@@ -179,30 +179,54 @@ def _reprojection_px(ray, pixel, model, d):
     return float(np.linalg.norm(proj.reshape(2) - pixel))
 
 
+def _fold_angle_deg(model, d):
+    """Angle off axis where the radial distortion first stops growing (OpenCV's formulas).
+
+    Beyond it a distorted radius has a second ray; the written-out radial function (without
+    the tiny tangential terms) is an independent check of the module's fold test.
+    """
+    theta = np.linspace(1e-6, np.radians(89.0), 200001)
+    if model == "equidistant":
+        t2 = theta ** 2
+        radius = theta * (1 + d[0] * t2 + d[1] * t2 ** 2 + d[2] * t2 ** 3 + d[3] * t2 ** 4)
+    else:
+        k = list(d) + [0.0] * (8 - len(d))
+        r2 = np.tan(theta) ** 2
+        radius = np.tan(theta) * ((1 + k[0] * r2 + k[1] * r2 ** 2 + k[4] * r2 ** 3)
+                                  / (1 + k[5] * r2 + k[6] * r2 ** 2 + k[7] * r2 ** 3))
+    falls = np.flatnonzero(np.diff(radius) <= 0)
+    return float(np.degrees(theta[falls[0]])) if falls.size else 90.0
+
+
 @pytest.mark.parametrize("model", sorted(STRONG))
 def test_bearings_over_the_whole_image_reproject_or_are_refused(model):
-    """Issue 17: every grid pixel gives a ray within 0.5 px of it, or a BearingError why.
+    """Issue 17: every grid pixel gives its one ray (within 0.5 px), or a BearingError why.
 
     OpenCV's default 5 iterations left plumb_bob corner rays 3 degrees off (334 px when
-    reprojected); where the distortion cannot be inverted at all (rational_polynomial,
-    equidistant beyond their valid range) a wrong ray came out instead of none.
+    reprojected); where the distortion cannot be inverted (rational_polynomial, equidistant
+    beyond their valid range) a wrong ray came out instead of none, and beyond the fold of
+    the rational model the corners reprojected exactly from rays 75 degrees off axis.
     """
     from skd_saliency_ros.core.peaks import BearingError
 
-    d, refused, worst = STRONG[model], [], 0.0
+    d, refused, worst, widest = STRONG[model], [], 0.0, 0.0
     for pixel in GRID:
         try:
             ray = pixel_to_bearing(pixel[0], pixel[1], K500, d, model)
         except BearingError as exc:
-            assert "reprojects" in str(exc) and "px" in str(exc)
+            assert ("reprojects" in str(exc) and "px" in str(exc)) or "folds over" in str(exc)
             refused.append(tuple(pixel))
             continue
         assert abs(np.linalg.norm(ray) - 1.0) < 1e-12 and ray[2] > 0
         worst = max(worst, _reprojection_px(ray, pixel, model, d))
+        widest = max(widest, float(np.degrees(np.arccos(ray[2]))))
     assert worst < 0.5, (model, worst)
+    assert widest < _fold_angle_deg(model, d) + 0.5, (model, widest)
     assert (639.5, 359.5) not in refused and len(refused) < len(GRID) // 2
     if model == "plumb_bob":  # invertible everywhere: converged, nothing refused
         assert refused == [] and worst < 0.01
+    else:  # the corners are beyond the valid range of these two
+        assert {(0.0, 0.0), (1279.0, 719.0)} <= set(refused)
 
 
 def test_one_refused_pixel_refuses_the_batch_and_names_it():

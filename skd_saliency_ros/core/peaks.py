@@ -27,6 +27,8 @@ DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
 UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-12)
 #: a ray whose forward projection misses its pixel by more than this is refused
 REPROJECTION_TOLERANCE_PX = 0.5
+#: points checked between the optical axis and a ray for a fold of the distortion model
+FOLD_SAMPLES = 100
 #: the camera matrix of normalised image-plane points (K is applied by this module)
 IDENTITY = np.eye(3)
 
@@ -212,6 +214,34 @@ def _check_reprojection(rays: np.ndarray, pts: np.ndarray, k: np.ndarray, d: np.
             f"{bad.size} of {len(pts)} pixels), outside the range where D is valid?")
 
 
+def _check_one_to_one(rays: np.ndarray, pts: np.ndarray, d: np.ndarray,
+                      model: Optional[str]) -> None:
+    """Refuse rays beyond a fold of the distortion model, where a pixel has two rays.
+
+    Past its valid range a distortion polynomial turns back (the distorted radius stops
+    growing with the angle), and further out it can grow again: a corner pixel then
+    reprojects exactly from a ray at 75 degrees that the lens never saw.  So the distorted
+    radius must grow all along the way from the optical axis out to the ray.
+    """
+    if model is None:
+        return
+    t = np.linspace(0.0, 1.0, FOLD_SAMPLES + 1)
+    path = np.concatenate([rays[:, None, :2] * t[None, :, None],
+                           np.broadcast_to(rays[:, None, 2:], (len(rays), len(t), 1))], axis=2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        radius = np.hypot(*_distort(path.reshape(-1, 3), d, model).reshape(
+            len(rays), len(t), 2).transpose(2, 0, 1))
+        grows = np.all(np.diff(radius, axis=1) > 0.0, axis=1)
+    bad = np.flatnonzero(~(grows | ~np.any(rays[:, :2], axis=1)))  # the axis itself is fine
+    if bad.size:
+        i = int(bad[0])
+        raise BearingError(
+            f"the calibration folds over at pixel ({pts[i, 0]:.1f}, {pts[i, 1]:.1f}): its ray "
+            f"({np.degrees(np.arccos(min(1.0, rays[i, 2]))):.1f} deg off axis) lies beyond "
+            f"the radius where the {model} distortion stops growing, outside the range where "
+            f"D is valid ({bad.size} of {len(pts)} pixels)")
+
+
 def pixels_to_bearings(points_xy, K, D: Optional[Sequence[float]] = None,
                        distortion_model: Optional[str] = None,
                        tolerance_px: float = REPROJECTION_TOLERANCE_PX) -> np.ndarray:
@@ -222,10 +252,10 @@ def pixels_to_bearings(points_xy, K, D: Optional[Sequence[float]] = None,
     "rational_polynomial" (8 coefficients), and ``cv2.fisheye.undistortPoints`` for
     "equidistant" (k1..k4), iterated to convergence; any other model with non-zero ``D`` is
     an error rather than a silently wrong ray.  Every ray is then projected back with the
-    forward model and must land within ``tolerance_px`` of its pixel and be a unit vector,
-    otherwise ``BearingError`` (all or nothing: the rays keep the order of the pixels).
-    The calibration is checked also for zero pixels.  Pixels must be in the image the
-    CameraInfo describes.
+    forward model and must land within ``tolerance_px`` of its pixel, lie inside the fold of
+    the distortion (the pixel's only ray) and be a unit vector, otherwise ``BearingError``
+    (all or nothing: the rays keep the order of the pixels).  The calibration is checked
+    also for zero pixels.  Pixels must be in the image the CameraInfo describes.
     """
     pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     k = _camera_matrix(K)
@@ -244,6 +274,7 @@ def pixels_to_bearings(points_xy, K, D: Optional[Sequence[float]] = None,
     rays = unit_vectors(np.column_stack([xy, np.ones(len(xy))]), 3, "bearing ray",
                         BearingError)
     _check_reprojection(rays, pts, k, d, model, tolerance_px)
+    _check_one_to_one(rays, pts, d, model)
     return rays
 
 
