@@ -78,6 +78,71 @@ def test_saliency_camera_info_is_scaled_with_the_map(blob):
     assert other.saliency_info is None
 
 
+@pytest.mark.parametrize("field, index, bad, why", [
+    ("k", 0, np.nan, "camera matrix K needs finite values"),
+    ("k", 2, np.inf, "camera matrix K needs finite values"),
+    ("d", 1, np.nan, "distortion D must be finite"),
+    ("p", 0, np.nan, "non-finite values in P"),
+    ("r", 4, -np.inf, "non-finite values in R"),
+])
+@pytest.mark.parametrize("with_peak", [True, False])
+def test_camera_info_with_non_finite_numbers_is_not_republished(blob, field, index, bad, why,
+                                                                with_peak):
+    """A NaN in K went out scaled on ~/camera_info; now: no camera_info, no rays, a reason.
+
+    Also for a frame without peaks, so the warning does not wait for a peak.
+    """
+    info = _info([0.0] * 5)
+    info.r = np.eye(3).ravel().tolist()
+    info.p = [500.0, 0.0, 319.5, 0.0, 0.0, 500.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    values = list(getattr(info, field))
+    values[index] = bad
+    setattr(info, field, values)
+    sal = blob if with_peak else np.zeros_like(blob)
+    out = frame_messages(sal, (640, 480), Header(), info, 0.25, 5, 0.1, 0.3)
+    assert out.saliency_info is None and out.bearings is None and out.target is None
+    assert why in out.no_bearings_reason
+    assert len(out.peaks.poses) == int(with_peak)  # peaks need no calibration
+
+
+@pytest.mark.parametrize("fx", [1e-300, 5e-324, 1e300])
+def test_no_zero_or_non_unit_ray_is_published(blob, fx):
+    """A 1e-300 px focal length overflowed the norm: (0, 0, 0) went out on ~/bearings."""
+    info = _info([0.0] * 5)
+    info.k = [fx, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]
+    out = frame_messages(blob, (640, 480), Header(), info, 0.25, 5, 0.1, 0.3)
+    if out.bearings is None:
+        assert out.no_bearings_reason and out.target is None
+        return
+    rays = [[p.position.x, p.position.y, p.position.z] for p in out.bearings.poses]
+    rays.append([out.target.vector.x, out.target.vector.y, out.target.vector.z])
+    assert np.isfinite(rays).all()
+    np.testing.assert_allclose(np.linalg.norm(rays, axis=1), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell, why", [((4, 32), "reprojects"), ((61, 61), "folds over")])
+def test_a_peak_without_its_one_ray_is_refused_with_a_reason(cell, why):
+    """Beyond a rational_polynomial D's valid range a peak has no ray: no bearings, a reason.
+
+    Left of the image no ray reprojects onto the peak; in the corner one does, 74 degrees
+    off axis beyond the fold of the model.  The calibration itself is fine, so
+    ~/camera_info still describes the map.
+    """
+    info = _info([0.1, -0.05, 0.0002, 0.0001, 0.01, 0.3, -0.04, 0.02], "rational_polynomial",
+                 size=(1280, 720))
+    info.k = [500.0, 0.0, 639.5, 0.0, 500.0, 359.5, 0.0, 0.0, 1.0]
+    yy, xx = np.mgrid[0:64, 0:64]
+    blob = np.exp(-((xx - cell[0]) ** 2 + (yy - cell[1]) ** 2) / 4.0).astype(np.float32)
+    out = frame_messages(blob, (1280, 720), Header(), info, 0.25, 5, 0.1, 0.3)
+    assert len(out.peaks.poses) == 1
+    assert out.bearings is None and out.target is None
+    assert why in out.no_bearings_reason
+    assert out.saliency_info is not None and out.saliency_info.width == 320
+    centre = np.roll(blob, (32 - cell[1], 32 - cell[0]), axis=(0, 1))  # at the centre: a ray
+    out = frame_messages(centre, (1280, 720), Header(), info, 0.25, 5, 0.1, 0.3)
+    assert out.no_bearings_reason is None and len(out.bearings.poses) == 1
+
+
 @pytest.mark.parametrize("rate, frames, bounds, level, text", [
     (10.0, 50, (5.0, 0.0), 0, ""),
     (4.6, 23, (5.0, 0.0), 0, ""),            # within the 10 % tolerance

@@ -18,7 +18,8 @@ writes the same messages into its bag.
   when there is a peak and a usable CameraInfo.
 * ``~/camera_info`` (sensor_msgs/CameraInfo): the camera's calibration scaled to the size of
   ``~/saliency`` (its sibling, image_transport's naming rule), so a consumer can project the
-  map's pixels; published with each map when the camera's CameraInfo fits the image.
+  map's pixels; published with each map when the camera's CameraInfo fits the image and
+  holds no NaN or inf.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
 from skd_saliency_ros.core.engine import upsample
-from skd_saliency_ros.core.peaks import find_peaks, pixels_to_bearings
+from skd_saliency_ros.core.peaks import BearingError, find_peaks, pixels_to_bearings
 from skd_saliency_ros.ros.image_io import numpy_to_image
 
 
@@ -102,24 +103,39 @@ def info_fits(info, width: int, height: int) -> bool:
     return (int(info.width), int(info.height)) in ((0, 0), (width, height))
 
 
+def non_finite_fields(info) -> List[str]:
+    """Names of the CameraInfo arrays (K, D, R, P) holding a NaN or inf: a broken file.
+
+    Such a CameraInfo is used for nothing: no rays, and it is not republished scaled on
+    ~/camera_info, where a consumer would project with the NaN.
+    """
+    return [name.upper() for name in ("k", "d", "r", "p")
+            if not np.isfinite(np.asarray(getattr(info, name), dtype=np.float64)).all()]
+
+
 def bearings_or_reason(peaks, info, width: int, height: int):
     """Return (rays, None), or (None, why) when ``info`` cannot give rays for this image.
 
-    No CameraInfo: (None, None), nothing to say.  A CameraInfo for another image size, or
-    with an unusable K or D: (None, reason), which the node warns about.
+    No CameraInfo: (None, None), nothing to say.  A CameraInfo for another image size, with
+    an unusable K or D, with NaN or inf anywhere, or a peak whose ray does not reproject onto
+    it: (None, reason), which the node warns about; the calibration is checked also on
+    frames without peaks, so the warning does not wait for one.
     """
     if info is None:
         return None, None
     if not info_fits(info, width, height):
         return None, (f"CameraInfo is for {info.width}x{info.height} images, the image is "
                       f"{width}x{height}")
-    if not peaks:
-        return np.zeros((0, 3)), None
     try:
-        return pixels_to_bearings([[p.x, p.y] for p in peaks], np.asarray(info.k),
-                                  np.asarray(info.d), info.distortion_model), None
-    except ValueError as exc:
+        rays = pixels_to_bearings([[p.x, p.y] for p in peaks], np.asarray(info.k),
+                                  np.asarray(info.d), info.distortion_model)
+    except BearingError as exc:
         return None, str(exc)
+    broken = non_finite_fields(info)
+    if broken:
+        return None, (f"CameraInfo has non-finite values in {', '.join(broken)} "
+                      "(a broken calibration file?)")
+    return rays, None
 
 
 def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, camera_info,
@@ -132,10 +148,11 @@ def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, ca
     peaks = find_peaks(saliency, (width, height), top_k=int(top_k),
                        nms_radius=float(nms_radius), min_score=float(min_score))
     rays, reason = bearings_or_reason(peaks, camera_info, width, height)
-    fits = camera_info is not None and info_fits(camera_info, width, height)
+    republish = (camera_info is not None and info_fits(camera_info, width, height)
+                 and not non_finite_fields(camera_info))
     return FrameMessages(
         saliency_info=scaled_camera_info(camera_info, (width, height), (out_w, out_h),
-                                         header) if fits else None,
+                                         header) if republish else None,
         saliency=numpy_to_image(sal_out, "32FC1", header), peaks=peaks_msg(header, peaks),
         peak_list=peaks, bearings=None if rays is None else bearings_msg(header, rays),
         no_bearings_reason=reason, saliency_array=sal_out,
