@@ -151,7 +151,7 @@ class _TorchRunner:
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.device = device
         self.max_batch = None
-        self.declared = ""  # what the model declares beyond the checkpoint (nothing)
+        self.declared = ""  # a checkpoint declares no input beyond its architecture
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -164,6 +164,8 @@ class _TorchRunner:
 
 class _OnnxRunner:
     def __init__(self, path: Path, device: str, threads: Optional[int]):
+        import onnxruntime as ort
+
         if not path.is_file():
             raise CheckpointError(f"{path}: no such ONNX model file")
         try:
@@ -190,8 +192,6 @@ class _OnnxRunner:
             raise CheckpointError(f"{path}: input has {self.in_channels} channels; expected 3 "
                                   "(spatial) or 6 (temporal / fused)")
         self.max_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        import onnxruntime as ort
-
         # A failing run raises with the reason, which the caller reports (the node: a
         # throttled warning); onnxruntime's own log line per failed run would be a second,
         # unthrottled copy of it on every frame.
@@ -390,7 +390,7 @@ class SaliencyEngine:
         except ModelError as exc:
             raise ModelError(f"{exc} (check inference, {where})") from None
         except Exception as exc:  # any backend error: the model cannot run as the engine feeds it
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            detail = (str(exc).strip().splitlines() or [""])[0]
             raise ModelError(f"{self.model_path}: the model cannot run on a "
                              f"(1, {self.in_channels}, {self.resolution}, {self.resolution}) "
                              f"float32 input ({where}): {type(exc).__name__}: "

@@ -100,8 +100,8 @@ class _ModelHealth:
         return window
 
 
-def add_model_health(status: DiagnosticStatus, health: _ModelHealth,
-                     window: Tuple[int, int], published: int) -> None:
+def _add_model_health(status: DiagnosticStatus, health: _ModelHealth,
+                      window: Tuple[int, int], published: int) -> None:
     """Add the model counters to a camera's status; WARN or ERROR for maps the model lost.
 
     ERROR when frames failed or were not finite in the last period and none got a map (the
@@ -606,7 +606,7 @@ class SaliencyNode(LifecycleNode):
                                            cam.stats, window, self._period, extra,
                                            bounds=P.rate_bounds(self._settings, index),
                                            active=self._active)
-                add_model_health(status, cam.health, cam.health.take_window(), window["out"])
+                _add_model_health(status, cam.health, cam.health.take_window(), window["out"])
             if window["dropped"]:
                 self._warn(cam, "drop", f"dropped {window['dropped']} frames in the last "
                                         f"{self._period:g} s: inference is slower than the "
