@@ -352,7 +352,7 @@ def test_kld_loss_run_records_its_output_transform(shared_data, cache, tmp_path,
     """A kld run (bf16 autocast) ships a softmax-ending model; resume keeps the loss fixed."""
     out = tmp_path / "kld.pt"
     args = ["transfer", "--from-scratch", "--arch", "skd-paper-upconv", "--loss", "kld",
-            "--cc-weight", "1", "--autocast", "bf16"]
+            "--cc-weight", "1", "--autocast", "bf16", "--channels-last"]
     assert main([*args, "--stop-after", "2", *_common(shared_data, cache, out)]) == 0
     assert main([*args[:4], "--resume", *_common(shared_data, cache, out)]) == 2
     err = capsys.readouterr().err
@@ -361,9 +361,27 @@ def test_kld_loss_run_records_its_output_transform(shared_data, cache, tmp_path,
     payload = read_checkpoint(out)
     assert payload["arch"]["output"] == "softmax"
     meta = payload["meta"]
-    assert (meta["loss"], meta["cc_weight"], meta["output"], meta["autocast"]) == \
-        ("kld", 1.0, "softmax", "bf16")
+    assert (meta["loss"], meta["cc_weight"], meta["output"], meta["autocast"],
+            meta["channels_last"]) == ("kld", 1.0, "softmax", "bf16", True)
     # the paper's loss cannot take the distribution terms
     assert main(["transfer", "--from-scratch", "--cc-weight", "1",
                  *_common(shared_data, cache, tmp_path / "bad.pt")]) == 2
     assert "combine with --loss kld" in capsys.readouterr().err
+
+
+def test_channels_last_trains_the_same_model(shared_data, cache, tmp_path):
+    """--channels-last changes the memory layout, not the arithmetic.
+
+    Convolutions sum in another order, and Adam divides by the gradient's size, so a weight
+    whose gradient is near zero can move by up to a step (lr 1e-3) either way; every other
+    weight agrees.  A wrong layout would move all of them by up to 4 steps.
+    """
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for path, extra in zip(paths, ([], ["--channels-last"])):
+        assert main(["transfer", "--from-scratch", "--arch", "skd-paper",
+                     *_common(shared_data, cache, path), *extra]) == 0
+    a, b = (_weights(p) for p in paths)
+    assert a.keys() == b.keys()
+    diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+    assert float(diffs.max()) < 5e-4 and float(diffs.mean()) < 2e-6, \
+        (float(diffs.max()), float(diffs.mean()))
