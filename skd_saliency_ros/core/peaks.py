@@ -232,7 +232,8 @@ def _check_one_to_one(rays: np.ndarray, pts: np.ndarray, d: np.ndarray,
         radius = np.hypot(*_distort(path.reshape(-1, 3), d, model).reshape(
             len(rays), len(t), 2).transpose(2, 0, 1))
         grows = np.all(np.diff(radius, axis=1) > 0.0, axis=1)
-    bad = np.flatnonzero(~(grows | ~np.any(rays[:, :2], axis=1)))  # the axis itself is fine
+    on_axis = ~np.any(rays[:, :2], axis=1)  # a zero-length path: nothing can fold there
+    bad = np.flatnonzero(~grows & ~on_axis)
     if bad.size:
         i = int(bad[0])
         raise BearingError(
