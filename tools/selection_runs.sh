@@ -74,9 +74,10 @@ fid() {  # fid OUTPUT ARGS...: one run of the fidelity round (bf16 unless told o
 }
 
 case ${1:-} in
-  screen1) for id in S1 S3 S5 S2f; do fidelity_run "$id" 0 1000; done ;;
+  screen1) for id in S1 S3 S5; do fidelity_run "$id" 0 1000; done ;;
   screen2) for id in S2 S4 S6; do fidelity_run "$id" 0 1000; done ;;
-  fidelity-final) fidelity_run "$2" "$3" 4000 ;;
+  fidelity-final) fidelity_run "$2" "$3" 2000 ;;  # the budget amendment: 2,000 steps
+  bf16-check) fidelity_run S2f 0 1000 ;;
   lane1) for id in A D B; do candidate "$id" 0; done ;;
   lane2) for id in C E F G; do candidate "$id" 0; done ;;
   finalists) shift; for id in "$@"; do for seed in 1 2; do candidate "$id" "$seed"; done; done ;;
