@@ -387,3 +387,61 @@ def test_teacher_config_ignores_how_the_model_path_is_spelled(tmp_path, monkeypa
     second = get_teacher("tinyhd-m")
     assert str(second.model_path) != str(first.model_path)
     assert second.config == first.config and first.config["model_file"] == "tinyhd_m_rc4.onnx"
+
+
+def test_shrunk_teacher_spec_has_its_own_config_and_cache_key():
+    """tinyhd-m@R is the shipped YAML with input.shrink [R, R]: new name, new cache key."""
+    from training.datasets import _config_hash
+
+    plain, shrunk = get_teacher("tinyhd-m"), get_teacher("tinyhd-m@64")
+    assert shrunk.name == "tinyhd-m@64" and shrunk.kind == plain.kind == "temporal"
+    assert shrunk.config["input"]["shrink"] == [64, 64]
+    # a teacher without the key keeps the config (and cache key) it had before the key
+    assert "shrink" not in plain.config["input"]
+    assert {k: v for k, v in shrunk.config["input"].items() if k != "shrink"} == \
+        plain.config["input"]
+    assert shrunk.config["model_sha1"] == plain.config["model_sha1"]
+    assert _config_hash(shrunk.config) != _config_hash(plain.config)
+    assert get_teacher("tinyhd-m@32").config["input"]["shrink"] == [32, 32]
+    assert get_teacher("tinyhd-s@128").name == "tinyhd-s@128"
+
+
+def test_shrunk_teacher_sees_the_student_frame_cache_pixels(shared_data, tmp_path):
+    """The shrunk teacher's input is built from exactly the pixels of frames_area2_r64.npy."""
+    from training.datasets import VideoSource, _SourceCache, ensure_cache
+
+    source = VideoSource(shared_data / "uav_unlabeled" / "wakeboard7.mp4")
+    ensure_cache(source, [64], [], tmp_path, max_frames=3, progress=False)
+    student = np.load(_SourceCache(source, tmp_path).frames_path(64))
+    plain, shrunk = get_teacher("tinyhd-m"), get_teacher("tinyhd-m@64")
+    for k, frame in enumerate(source.frames(0, 3)):
+        np.testing.assert_array_equal(shrunk._prepare_frame(frame),
+                                      plain._prepare_frame(student[k]))
+        # and it is not what the plain teacher makes of the full frame
+        assert np.abs(shrunk._prepare_frame(frame) - plain._prepare_frame(frame)).mean() > 0.01
+
+
+def test_shrunk_teacher_refusals(tmp_path):
+    """A bad R, a teacher that has no YAML, and a bad input.shrink are refused by name."""
+    from training.teachers import SHIPPED_YAML_DIR
+
+    for spec in ("tinyhd-m@63", "tinyhd-m@0", "tinyhd-m@x", "tinyhd-m@"):
+        with pytest.raises(TeacherError, match="multiple of 4"):
+            get_teacher(spec)
+    with pytest.raises(TeacherError, match="needs a deep teacher"):
+        get_teacher("spectral-residual@64")
+    with pytest.raises(TeacherError, match="needs a deep teacher"):
+        get_teacher("nope@64")
+    text = (SHIPPED_YAML_DIR / "tinyhd_m.yaml").read_text()
+    text = text.replace("{data_dir}", str(get_teacher("tinyhd-m").model_path.parent.parent))
+    cases = {"[64, 32]": "must be square", "[64]": r"\[width, height\]",
+             "64": r"\[width, height\]", "[2, 2]": r"\(>= 4\)"}
+    for i, (value, message) in enumerate(cases.items()):
+        cfg = write_yaml(tmp_path / f"shrink{i}.yaml",
+                         text.replace("  window: 16", f"  window: 16\n  shrink: {value}"))
+        with pytest.raises(TeacherError, match=message):
+            get_teacher(str(cfg))
+    ok = write_yaml(tmp_path / "shrunk.yaml",
+                    text.replace("  window: 16", "  window: 16\n  shrink: [32, 32]"))
+    assert get_teacher(str(ok)).config["input"]["shrink"] == [32, 32]
+    assert get_teacher(f"{ok}@64").config["input"]["shrink"] == [64, 64]

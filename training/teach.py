@@ -14,6 +14,7 @@ from pathlib import Path
 from .paths import default_cache_dir, default_data_dir
 
 DEFAULT_TEACHERS = "spectral-residual,fine-grained,motion-homography"
+SPLITS = ("train", "val", "fidelity")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", "-R", type=int, nargs="+", default=[64],
                         help="frame cache resolution(s) R, multiples of 4 (default 64)")
     parser.add_argument("--teachers", default=DEFAULT_TEACHERS,
-                        help="comma-separated teacher specs: built-in names or teacher YAML "
-                        f"files (default {DEFAULT_TEACHERS})")
-    parser.add_argument("--split", choices=("all", "train", "val"), default="all",
-                        help="which sources of the manifest (default all)")
+                        help="comma-separated teacher specs: built-in names, teacher YAML "
+                        "files, or a deep teacher fed frames shrunk to R x R first, e.g. "
+                        f"tinyhd-m@64 (default {DEFAULT_TEACHERS})")
+    parser.add_argument("--split", choices=("all",) + SPLITS, default="all",
+                        help="which sources of the manifest (default all: train, val and the "
+                        "held-out fidelity clips)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="only the first N frames of each source (default all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
@@ -54,9 +57,12 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError(f"--max-frames must be >= 1, got {args.max_frames}")
     manifest = load_manifest(args.data, args.data_dir)  # checked before any teacher runs
     teachers = get_teachers(args.teachers)
-    splits = {"train": manifest.train, "val": manifest.val}
-    chosen = [(split, s) for split in ("train", "val") if args.split in ("all", split)
+    splits = {"train": manifest.train, "val": manifest.val, "fidelity": manifest.fidelity}
+    chosen = [(split, s) for split in SPLITS if args.split in ("all", split)
               for s in splits[split]]
+    if not chosen:
+        raise DatasetError(f"{manifest.path}: no {args.split} sources (the manifest has no "
+                           f"'{args.split}:' split)")
     rows, t_start = [], time.perf_counter()
     bar = tqdm(chosen, desc="teach", unit="video", disable=not args.progress,
                dynamic_ncols=True)
@@ -73,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     print(f"teachers: {', '.join(t.name for t in teachers)}; resolutions: "
           f"{' '.join(str(r) for r in args.resolution)}; cache: {args.cache_dir}")
-    print(f"{'split':5s} {'source':12s} {'size':9s} {'frames':>6s} {'gaze':>5s} "
+    print(f"{'split':8s} {'source':12s} {'size':9s} {'frames':>6s} {'gaze':>5s} "
           f"{'time_s':>7s}  teacher time")
     for split, name, size, n, g, dt, spent in rows:
-        print(f"{split:5s} {name:12s} {size:9s} {n:6d} {g:5d} {dt:7.1f}  {spent}")
+        print(f"{split:8s} {name:12s} {size:9s} {n:6d} {g:5d} {dt:7.1f}  {spent}")
     total = sum(r[3] for r in rows)
     print(f"total: {len(rows)} sources, {total} frames, "
           f"{time.perf_counter() - t_start:.1f} s")

@@ -257,13 +257,24 @@ class GenericTeacher(Teacher):
     TOP_KEYS = {"name", "kind", "model", "input", "output", "device", "batch"}
     INPUT_DEFAULTS = {"frames": None, "stack": "channels", "size": None, "color": "rgb",
                       "range": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-                      "layout": "nchw", "window": 1, "pad": "first"}
+                      "layout": "nchw", "window": 1, "pad": "first", "shrink": None}
     OUTPUT_DEFAULTS = {"index": 0, "channel": 0, "layout": "nchw", "activation": "none",
                        "normalize": "minmax", "per_frame": False}
 
-    def __init__(self, yaml_path: str | Path):
+    def __init__(self, yaml_path: str | Path, overrides: Optional[Dict[str, Any]] = None):
+        """Build the teacher ``yaml_path`` describes; ``overrides`` replace some of its keys.
+
+        ``overrides`` maps top-level keys to values; a mapping for ``input`` or ``output``
+        is merged into that section key by key (how ``tinyhd-m@64`` adds ``input.shrink``
+        and a name to the shipped YAML without a second file).
+        """
         self.yaml_path = Path(yaml_path)
         raw = self._read_yaml(self.yaml_path)
+        for key, value in (overrides or {}).items():
+            if isinstance(value, dict) and isinstance(raw.get(key), dict):
+                raw[key] = {**raw[key], **value}
+            else:
+                raw[key] = value
         where = str(self.yaml_path)
         unknown = set(raw) - self.TOP_KEYS
         if unknown:
@@ -291,21 +302,36 @@ class GenericTeacher(Teacher):
             raise TeacherError(f"{where}: 'batch' (windows per model call) must be an "
                                f"integer >= 1, got {self.batch!r}")
         self.device = str(raw.get("device", "cpu"))
-        name = str(raw.get("name") or f"generic:{self.yaml_path.stem}")
+        name = self.yaml_name(raw, self.yaml_path)
         if not model_path.is_file():
             raise TeacherError(f"{model_path}: teacher model file not found "
                                f"(named by {where})")
         # The config identifies the computation, never where files happen to lie: the same
         # model and settings reached through another path or data directory reuse the cache.
+        # input.shrink enters the config only when set: every teacher without it keeps the
+        # cache key it had before the key existed.
         config = {"version": 2, "model_file": model_path.name,
-                  "model_sha1": file_sha1(model_path), "input": inp, "output": out}
+                  "model_sha1": file_sha1(model_path), "output": out,
+                  "input": inp if inp["shrink"] is not None else
+                  {k: v for k, v in inp.items() if k != "shrink"}}
         super().__init__(name, kind, config)
         self.input_cfg, self.output_cfg = inp, out
+        self._shrink = None
+        if inp["shrink"] is not None:
+            # the function that makes the student's frames_area2_r<R>.npy cache, so the
+            # shrunk teacher sees the very pixels the student sees
+            from skd_saliency_ros.core.engine import resize_area
+            self._shrink = resize_area
         self._input_shape: Optional[list] = None
         self._run = self._load_model(model_path)
         self._check_input_shape()
 
     # ---- config -------------------------------------------------------------------------
+    @staticmethod
+    def yaml_name(raw: Dict[str, Any], yaml_path: Path) -> str:
+        """Return the teacher's name: the YAML's ``name``, else ``generic:<file stem>``."""
+        return str(raw.get("name") or f"generic:{Path(yaml_path).stem}")
+
     @staticmethod
     def _read_yaml(path: Path) -> Dict[str, Any]:
         import yaml
@@ -349,6 +375,16 @@ class GenericTeacher(Teacher):
                                         or len(inp["size"]) != 2
                                         or any(int(v) < 1 for v in inp["size"])):
             bad("input.size must be [width, height] or null")
+        shrink = inp["shrink"]
+        if shrink is not None:
+            if not isinstance(shrink, list) or len(shrink) != 2 or \
+                    any(isinstance(v, bool) or not isinstance(v, int) or v < 4 for v in shrink):
+                bad(f"input.shrink must be [width, height] in pixels (>= 4) or null, got "
+                    f"{shrink!r}")
+            if shrink[0] != shrink[1]:
+                bad(f"input.shrink must be square, [R, R] (got {shrink}): it shows the teacher "
+                    "the student's R x R frames, and only a square shrink has that "
+                    "counterpart (skd_saliency_ros.core.engine.resize_area)")
         if inp["color"] not in ("rgb", "bgr"):
             bad("input.color must be 'rgb' or 'bgr'")
         for key in ("mean", "std"):
@@ -450,8 +486,14 @@ class GenericTeacher(Teacher):
                                    f"{n_dim} or 1 in {self.yaml_path}")
 
     def _prepare_frame(self, img: np.ndarray) -> np.ndarray:
-        """One RGB uint8 frame -> float32 (H, W, 3) resized, colour-ordered, normalised."""
+        """One RGB uint8 frame -> float32 (H, W, 3) resized, colour-ordered, normalised.
+
+        With ``input.shrink: [R, R]`` the frame is first shrunk to R x R exactly as the
+        student's frame cache is made, then resized to ``input.size`` as usual.
+        """
         cfg = self.input_cfg
+        if self._shrink is not None:
+            img = self._shrink(img, int(cfg["shrink"][0]))
         if cfg["size"] is not None:
             size = (int(cfg["size"][0]), int(cfg["size"][1]))
             interp = cv2.INTER_AREA if size[0] < img.shape[1] else cv2.INTER_LINEAR
@@ -672,20 +714,60 @@ SHIPPED_YAML_DIR = Path(__file__).resolve().parents[1] / "config" / "teachers"
 SHIPPED_YAML = {"tinyhd-m": "tinyhd_m.yaml", "tinyhd-s": "tinyhd_s.yaml"}
 
 
-def get_teacher(spec: str) -> Teacher:
-    """Build a teacher from a built-in name or a path to a generic-teacher YAML file."""
-    spec = str(spec).strip()
-    if spec in BUILTIN:
-        return BUILTIN[spec]()
+def _yaml_of(spec: str) -> Optional[Path]:
+    """Return the YAML file of a shipped deep-teacher name or a ``.yaml`` path (else None)."""
     if spec in SHIPPED_YAML:
-        return GenericTeacher(SHIPPED_YAML_DIR / SHIPPED_YAML[spec])
+        return SHIPPED_YAML_DIR / SHIPPED_YAML[spec]
     if spec.lower().endswith((".yaml", ".yml")):
         if not Path(spec).is_file():
             raise TeacherError(f"{spec}: teacher config file not found")
-        return GenericTeacher(spec)
+        return Path(spec)
+    return None
+
+
+def shrunk_teacher(base: str, resolution: int) -> GenericTeacher:
+    """``<base>@R``: the generic teacher ``base`` fed frames shrunk to the student's R x R.
+
+    The ceiling of distillation at R: what the teacher itself makes of the pixels the
+    student gets (``input.shrink: [R, R]``).  Named ``<base's name>@R``; its config, and so
+    its cache key, differs from the plain teacher's.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 4 \
+            or resolution % 4:
+        raise TeacherError(f"{base}@{resolution}: R after '@' must be a multiple of 4 "
+                           "(a student's input size), e.g. tinyhd-m@64")
+    path = _yaml_of(base)
+    if path is None:
+        raise TeacherError(f"{base}@{resolution}: '@R' (the teacher fed frames shrunk to "
+                           f"R x R) needs a deep teacher, one of {sorted(SHIPPED_YAML)} or a "
+                           "teacher .yaml file")
+    name = GenericTeacher.yaml_name(GenericTeacher._read_yaml(path), path)
+    return GenericTeacher(path, overrides={"name": f"{name}@{resolution}",
+                                           "input": {"shrink": [resolution, resolution]}})
+
+
+def get_teacher(spec: str) -> Teacher:
+    """Build a teacher from a built-in name, a generic-teacher YAML file, or ``<either>@R``.
+
+    ``tinyhd-m@64`` (any R multiple of 4) is the shipped TinyHD-M fed frames shrunk to
+    64 x 64 first (:func:`shrunk_teacher`).
+    """
+    spec = str(spec).strip()
+    if spec in BUILTIN:
+        return BUILTIN[spec]()
+    base, at, res = spec.rpartition("@")
+    if at and not spec.lower().endswith((".yaml", ".yml")):  # a YAML path may hold an '@'
+        if not res.isdigit():
+            raise TeacherError(f"{spec}: R after '@' must be a multiple of 4 (a student's "
+                               "input size), e.g. tinyhd-m@64")
+        return shrunk_teacher(base.strip(), int(res))
+    path = _yaml_of(spec)
+    if path is not None:
+        return GenericTeacher(path)
     raise TeacherError(f"unknown teacher {spec!r}: use one of "
-                       f"{sorted(BUILTIN) + sorted(SHIPPED_YAML)} or a path to "
-                       "a teacher .yaml file (docs/TEACHERS.md)")
+                       f"{sorted(BUILTIN) + sorted(SHIPPED_YAML)}, a path to "
+                       "a teacher .yaml file (docs/TEACHERS.md), or a deep teacher (shipped "
+                       "or .yaml) followed by @R (frames shrunk to R x R first, e.g. tinyhd-m@64)")
 
 
 def get_teachers(specs: str) -> list:
