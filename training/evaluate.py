@@ -22,6 +22,13 @@ come from the training cache at ``--teacher-resolution`` (``--teacher-maps cache
 Writes the JSON (``{"models": {name: {auc_judd, auc_shuffled, nss, sim, cc, kld, n_frames,
 ...}}, "meta": {...}}``), a Markdown table in Table I's layout (``--markdown``, default beside
 the JSON) and a pooled ROC plot (``--roc``, default beside the JSON).
+
+``--fidelity`` scores instead how closely each model copies ``--teacher`` (default tinyhd-m)
+on the manifest's held-out ``fidelity:`` clips (no gaze needed): CC, KLD and NSS at the
+teacher's peaks against the teacher's cached maps of the full frames, per clip and the mean,
+next to the ceiling ``<teacher>@R`` (the teacher fed the student's R x R frames) and each
+student's gap to it (training/fidelity.py).  ``--models`` then takes checkpoints, ``default``
+and the centre priors; JSON ``{"models", "per_clip", "meta"}`` and Markdown, no ROC.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -47,6 +54,8 @@ class EvaluationError(SkdError, ValueError):
 TABLE_COLUMNS = (("auc_judd", "AUC"), ("auc_shuffled", "sAUC"), ("nss", "NSS"),
                  ("sim", "SIM"), ("cc", "CC"), ("kld", "KLD"))
 PRIORS = {"center": "avs1k_center_prior.npz", "center-uav2": "uav2_center_prior.npz"}
+GAZE_MODELS = "default,center,spatial-teacher,temporal-teacher"
+FIDELITY_MODELS = "default"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,10 +69,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None, metavar="MANIFEST",
                         help="score on every validation source of this dataset manifest "
                              "instead of --video/--gaze (each reported, plus the mean)")
-    parser.add_argument("--models", default="default,center,spatial-teacher,temporal-teacher",
+    parser.add_argument("--models", default=None,
                         help="comma-separated: default, center, center-uav2, spatial-teacher, "
-                             "temporal-teacher, teacher:<spec>, or checkpoint paths "
-                             "(default: %(default)s)")
+                             "temporal-teacher, teacher:<spec>, or checkpoint paths (default: "
+                             f"{GAZE_MODELS}; with --fidelity: checkpoints, default and "
+                             f"centre priors, default {FIDELITY_MODELS})")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="score how closely each model copies --teacher on the fidelity: "
+                             "clips of --data (default: the bundle's 8 held-out clips), next to "
+                             "the ceiling <teacher>@R (training/fidelity.py)")
+    parser.add_argument("--teacher", default="tinyhd-m",
+                        help="--fidelity: the teacher copied, whose cached maps are the "
+                             "reference (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="Table I Markdown (default: <json>.md when --json is given)")
@@ -98,15 +115,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- model sources
 class _Context:
-    """Lazily prepared frames / teacher maps of the evaluated video, shared by all models."""
+    """Lazily prepared frames / teacher maps of the evaluated video, shared by all models.
 
-    def __init__(self, args: argparse.Namespace):
+    The video is ``args.video`` with ``args.gaze``, or ``source`` (a fidelity clip, which
+    may have no gaze).
+    """
+
+    def __init__(self, args: argparse.Namespace, source=None):
         from .datasets import VideoSource
 
-        if not args.video.is_file():
-            raise EvaluationError(f"{args.video}: no such video file")
+        if source is None:
+            if not args.video.is_file():
+                raise EvaluationError(f"{args.video}: no such video file")
+            source = VideoSource(args.video, gaze_path=args.gaze)  # loads and checks the gaze
         self.args = args
-        self.source = VideoSource(args.video, gaze_path=args.gaze)  # loads and checks the gaze
+        self.source = source
         self.gaze = self.source.gaze
         self._prepared: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
         if args.teacher_resolution % 4 or args.teacher_resolution < 8:
@@ -129,7 +152,7 @@ class _Context:
 
     def frame_count(self) -> int:
         """Frames to score for maps that need no video (the priors)."""
-        n = int(self.gaze.n_frames)
+        n = int(self.gaze.n_frames) if self.gaze is not None else int(self.source.n_frames)
         return n if self.args.max_frames is None else min(n, self.args.max_frames)
 
 
@@ -197,12 +220,24 @@ def _prior_maps(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
     return info, ((k, prior) for k in range(n))
 
 
-def resolve_model(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
-    """Map a ``--models`` entry to (info, iterator of (frame_index, map))."""
+def _is_teacher(name: str) -> bool:
+    return name in ("spatial-teacher", "temporal-teacher") or name.startswith("teacher:")
+
+
+def checkpoint_path(name: str) -> Optional[Path]:
+    """Return the checkpoint a ``--models`` entry names (``default`` or a path), else None."""
     from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
 
     if name == "default":
-        return _checkpoint_maps(ctx, DEFAULT_MODEL)
+        return Path(DEFAULT_MODEL)
+    if name in PRIORS or _is_teacher(name):
+        return None
+    path = Path(name)
+    return path if path.suffix == ".pt" or path.exists() else None
+
+
+def resolve_model(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
+    """Map a ``--models`` entry to (info, iterator of (frame_index, map))."""
     if name in PRIORS:
         return _prior_maps(ctx, name)
     if name == "spatial-teacher":
@@ -211,8 +246,8 @@ def resolve_model(ctx: _Context, name: str) -> Tuple[Dict[str, Any], Iterator]:
         return _teacher_maps(ctx, ctx.args.temporal_teacher)
     if name.startswith("teacher:"):
         return _teacher_maps(ctx, name.split(":", 1)[1])
-    path = Path(name)
-    if path.suffix == ".pt" or path.exists():
+    path = checkpoint_path(name)
+    if path is not None:
         return _checkpoint_maps(ctx, path)
     raise EvaluationError(f"--models: '{name}' is not a model name (default, center, "
                           "center-uav2, spatial-teacher, temporal-teacher, teacher:<spec>) "
@@ -311,13 +346,15 @@ def plot_roc(path: Path, rocs: Dict[str, PooledROC], title: str) -> None:
     plt.close(fig)
 
 
-def _outputs(args: argparse.Namespace) -> Dict[str, Path]:
+def _outputs(args: argparse.Namespace, roc: bool = True) -> Dict[str, Path]:
+    """Return the files to write (Markdown, ROC beside the JSON by default); never overwrite."""
     outs = {}
     if args.json:
         outs["json"] = args.json
         base = args.json.with_suffix("")
         outs["markdown"] = args.markdown or base.with_name(base.name + ".md")
-        outs["roc"] = args.roc or base.with_name(base.name + ".roc.png")
+        if roc:
+            outs["roc"] = args.roc or base.with_name(base.name + ".roc.png")
     else:
         if args.markdown:
             outs["markdown"] = args.markdown
@@ -384,6 +421,154 @@ def mean_results(per_source: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, 
     return out
 
 
+# --------------------------------------------------------------------------- fidelity
+def _fidelity_clips(args: argparse.Namespace):
+    """Load the manifest of the fidelity clips; refuse gaze-mode options and no clips."""
+    from .manifest import load_manifest
+
+    if args.video is not None or args.gaze is not None:
+        raise EvaluationError("--fidelity scores the fidelity: clips of --data (default: the "
+                              "bundle manifest); --video/--gaze are for gaze scoring")
+    if args.roc is not None:
+        raise EvaluationError("--fidelity draws no ROC (there is no gaze): drop --roc")
+    manifest = load_manifest(args.data, args.data_dir)
+    if not manifest.fidelity:
+        raise EvaluationError(f"{manifest.path}: the manifest has no fidelity: clips "
+                              "(docs/TRAINING.md)")
+    return manifest
+
+
+def _fill_fidelity_caches(args: argparse.Namespace, clips, teachers, resolutions) -> None:
+    """Teacher maps (reference, ceilings) and student frames of every clip, one decode each."""
+    from tqdm import tqdm
+
+    from .datasets import ensure_cache
+
+    bar = tqdm(clips, desc="fidelity caches", unit="clip", disable=not args.progress,
+               dynamic_ncols=True)
+    for source in bar:
+        bar.set_postfix_str(source.name)
+        ensure_cache(source, sorted(resolutions), teachers, args.cache_dir, args.max_frames,
+                     args.progress)
+    bar.close()
+
+
+def _add_rows(label: str, info: Dict[str, Any], result: Dict[str, Any],
+              results: Dict[str, Dict[str, Any]], per_clip: Dict[str, Dict[str, Any]]) -> None:
+    """File one model's ``score_clips`` result: its mean row and one row per clip."""
+    results[label] = {**result["mean"], **info}
+    for clip, row in result["per_clip"].items():
+        per_clip[clip][label] = {**row, **info}
+
+
+def _stored_maps(args: argparse.Namespace, teacher):
+    """Return source -> the teacher's cached maps of its first frames (``--max-frames``)."""
+    from .datasets import cached_teacher_maps
+
+    def maps(source):
+        n = source.n_frames if args.max_frames is None else min(source.n_frames,
+                                                                args.max_frames)
+        cached = cached_teacher_maps(source, teacher, args.cache_dir)
+        if cached is None or len(cached) < n:
+            raise EvaluationError(f"{source.name}: the cached maps of teacher {teacher.name} "
+                                  f"are missing or short after filling the cache "
+                                  f"({args.cache_dir})")
+        return cached[:n]
+    return maps
+
+
+def run_fidelity(args: argparse.Namespace, names: List[str]) -> int:
+    """``evaluate --fidelity``: every model and its ceiling against the teacher's maps.
+
+    Student maps come from ``resolve_model``, the path of gaze scoring (the runtime's pairing
+    and normalisation, training/predict.py); the teacher's and the ceiling's from the cache,
+    filled first where missing.
+    """
+    from skd_saliency_ros.core.checkpoint import read_checkpoint
+
+    from .fidelity import (FIDELITY_LONG_SIDE, PEAK_PERCENTILE, gap_to_ceiling, markdown,
+                           score_clips)
+    from .teachers import get_teacher
+
+    started = time.time()
+    for name in names:
+        if checkpoint_path(name) is None and name not in PRIORS:
+            raise EvaluationError(f"--fidelity --models: '{name}' is not a checkpoint, "
+                                  "default or a centre prior (center, center-uav2); the teacher "
+                                  "is --teacher, and its ceiling row comes by itself")
+    manifest = _fidelity_clips(args)
+    outs = _outputs(args, roc=False)
+    reference = get_teacher(args.teacher)
+    resolutions = {name: int(read_checkpoint(checkpoint_path(name))["resolution"])
+                   for name in names if checkpoint_path(name) is not None}
+    ceilings = {r: get_teacher(f"{args.teacher}@{r}") for r in sorted(set(resolutions.values()))}
+    _fill_fidelity_caches(args, manifest.fidelity, [reference, *ceilings.values()],
+                          set(resolutions.values()))
+    contexts = {s.name: _Context(args, source=s) for s in manifest.fidelity}
+    reference_maps = _stored_maps(args, reference)
+    results: Dict[str, Dict[str, Any]] = {}
+    per_clip: Dict[str, Dict[str, Dict[str, Any]]] = {clip: {} for clip in contexts}
+    labels: Dict[str, str] = {}
+    for name in names:
+        labels[name] = label = model_label(name, set(labels.values()))
+        infos: List[Dict[str, Any]] = []
+
+        def student_clips(name=name, infos=infos):
+            for clip, ctx in contexts.items():
+                info, maps = resolve_model(ctx, name)
+                infos.append(info)
+                yield clip, np.stack([m for _, m in maps]), reference_maps(ctx.source)
+
+        t0 = time.time()
+        result = score_clips(student_clips())
+        _add_rows(label, {**infos[0], "seconds": round(time.time() - t0, 2)}, result,
+                  results, per_clip)
+    for r, ceiling in ceilings.items():
+        ceiling_maps = _stored_maps(args, ceiling)
+        result = score_clips((clip, ceiling_maps(ctx.source), reference_maps(ctx.source))
+                             for clip, ctx in contexts.items())
+        _add_rows(ceiling.name, {"type": "ceiling", "teacher": ceiling.name, "resolution": r},
+                  result, results, per_clip)
+    for name, r in resolutions.items():
+        ceiling = ceilings[r].name
+        for table in [results, *per_clip.values()]:
+            row = table[labels[name]]
+            row.update(ceiling=ceiling, gap=gap_to_ceiling(row, table[ceiling]))
+    title = args.title or (f"fidelity to {reference.name} on the {len(contexts)} fidelity "
+                           f"clips of {manifest.name}: {len(names)} model(s) and the ceiling")
+    table = markdown(results, per_clip, title)
+    print(table)
+    meta = {"mode": "fidelity", "data": str(manifest.path), "manifest": manifest.name,
+            "manifest_sha1": manifest.content_hash, "teacher": reference.name,
+            "teacher_config": reference.config,
+            "ceilings": {str(r): t.name for r, t in ceilings.items()},
+            "grid_long_side": FIDELITY_LONG_SIDE, "peak_percentile": PEAK_PERCENTILE,
+            "clips": {s.name: {"video": str(s.path), "frames": int(s.n_frames),
+                               "fps": float(s.fps)} for s in manifest.fidelity},
+            "max_frames": args.max_frames, "models_arg": args.models,
+            "pair_gap": args.pair_gap, "seconds": round(time.time() - started, 1)}
+    if "json" in outs:
+        outs["json"].parent.mkdir(parents=True, exist_ok=True)
+        outs["json"].write_text(json.dumps({"models": results, "per_clip": per_clip,
+                                            "meta": meta}, indent=1))
+    if "markdown" in outs:
+        outs["markdown"].parent.mkdir(parents=True, exist_ok=True)
+        outs["markdown"].write_text(table)
+    for path in outs.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _model_names(models: str) -> List[str]:
+    """Return the ``--models`` entries, checked: at least one, none twice."""
+    names = [n.strip() for n in models.split(",") if n.strip()]
+    if not names:
+        raise EvaluationError("--models is empty")
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"--models names a model twice: {models}")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     """Score every model on every source; print the tables; write JSON / Markdown / ROC."""
     import torch
@@ -391,11 +576,11 @@ def run(args: argparse.Namespace) -> int:
     from skd_saliency_ros.core.metrics import EvalProtocol
 
     torch.set_num_threads(max(1, args.threads))
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    if not names:
-        raise EvaluationError("--models is empty")
-    if len(set(names)) != len(names):
-        raise EvaluationError(f"--models names a model twice: {args.models}")
+    if args.models is None:
+        args.models = FIDELITY_MODELS if args.fidelity else GAZE_MODELS
+    names = _model_names(args.models)
+    if args.fidelity:
+        return run_fidelity(args, names)
     sources = _sources(args)
     outs = _outputs(args)
     protocol = EvalProtocol()
