@@ -110,6 +110,10 @@ def test_alternating_resolutions_with_drops_keep_the_node_alive(ros_env, shared_
         assert not _log_lines(output, "WARN", "temporal state reset")
         assert not _log_lines(output, "INFO", "dropped")
         assert re.search(r"\[WARN\].*dropped \d+ frames", output)
+        print(f"alternating stream: {time.monotonic() - start:.0f} s, {sent} frames sent, "
+              f"{client.count('saliency')} maps, "
+              f"{len(_log_lines(output, 'INFO', 'temporal state reset'))} reset lines (INFO), "
+              f"{len(_log_lines(output, 'WARN', 'dropped'))} drop lines (WARN)")
     finally:
         client.close()
         node.stop()
