@@ -143,7 +143,9 @@ def gap_to_ceiling(row: Dict[str, Any], ceiling: Dict[str, Any]) -> Dict[str, Op
 
     ``cc_ratio`` = student / ceiling CC and ``nss_peaks_ratio`` likewise (1: as good as the
     teacher on the student's pixels); ``kld_diff`` = student - ceiling KLD (0: as good).
-    A ratio over a ceiling of 0 is None (JSON has no NaN).
+    A ratio over a ceiling of 0 is None (JSON has no NaN).  ``evaluate --fidelity`` gives
+    the mean row the gap between the means (not the mean of the per-clip gaps: a clip where
+    the ceiling is near 0 would swamp a mean of ratios).
     """
     def ratio(key: str) -> Optional[float]:
         return float(row[key] / ceiling[key]) if ceiling[key] != 0 else None
@@ -181,6 +183,6 @@ def markdown(models: Dict[str, Dict[str, Any]], per_clip: Dict[str, Dict[str, Di
               "on the long side (80 x 45 for 16:9). CC, and NSS at the teacher's top 1 % "
               "pixels (NSS@peaks): higher is better; KLD of the teacher from the model: lower "
               "is better. Ceiling: the teacher fed the frames shrunk to the student's R x R; "
-              "gaps: model / ceiling (CC, NSS), model - ceiling (KLD). Means count each clip "
-              "once."]
+              "gaps: model / ceiling (CC, NSS), model - ceiling (KLD), those of the mean row "
+              "taken between the means. Means count each clip once."]
     return "\n".join(lines) + "\n"
