@@ -464,3 +464,80 @@ def test_interrupted_replay_leaves_no_bag(bag, model_path, tmp_path):
     assert "interrupted" in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+# --------------------------------------------------------------------------- output paths
+def copy_bag(bag, tmp_path):
+    """Copy a module bag for a test that (on a defect) would damage its input."""
+    import shutil
+    copy = tmp_path / bag.name
+    shutil.copytree(bag, copy)
+    return copy
+
+
+def test_json_in_the_place_of_the_output_bag_refused_before_any_work(bag, model_path,
+                                                                     tmp_path):
+    """--out X --json X: one line, exit 2, nothing written, refused before the replay.
+
+    Was: every frame replayed, then IsADirectoryError and exit 1.
+    """
+    out = tmp_path / "same"
+    proc = run_cli([bag, "--out", out, "--json", out, "--model", model_path, "--max-frames",
+                    "2", "--no-progress"])
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "--out" in proc.stderr and "--json" in proc.stderr and "same place" in proc.stderr
+    assert "frames/s" not in proc.stdout  # refused before the replay, not after it
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["metadata.yaml", "storage"])
+def test_json_onto_a_file_of_the_input_bag_refused(bag, tmp_path, capsys, where):
+    """--json <input bag>/metadata.yaml (or its storage file) --overwrite is refused.
+
+    The bag stays byte for byte and still opens (was: its metadata replaced, unreadable).
+    """
+    from skd_saliency_ros.bags.bag_io import InputBag
+    src = copy_bag(bag, tmp_path)
+    target = src / "metadata.yaml" if where == "metadata.yaml" else next(
+        p for p in src.iterdir() if p.suffix in (".db3", ".mcap"))
+    before = tree_state(src)
+    fails([src, "--json", target, "--overwrite", "--no-output", "--max-frames", "2",
+           "--no-progress"], capsys, "--json", "input bag")
+    assert tree_state(src) == before
+    with InputBag(src) as opened:
+        assert opened.image_count == N_FRAMES
+
+
+def test_outputs_clear_of_every_input(bag, car10, tmp_path, capsys):
+    """The gaze file and the params file are inputs too: no output lands on them.
+
+    An --out that holds the input bag is refused (with --overwrite it would delete it).
+    """
+    import shutil
+    src = copy_bag(bag, tmp_path)
+    gaze = tmp_path / "gaze.npz"
+    shutil.copy(car10[1], gaze)
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    top_k: 3\n")
+    gaze_before, params_before = gaze.read_bytes(), params.read_text()
+    fails([src, "--gaze", gaze, "--json", gaze, "--overwrite", "--no-output"], capsys,
+          "--json", "gaze")
+    fails([src, "--params-file", params, "--json", params, "--overwrite", "--no-output"],
+          capsys, "--json", "params")
+    fails([src, "--out", tmp_path, "--overwrite"], capsys, "--out", "input bag")
+    assert gaze.read_bytes() == gaze_before and params.read_text() == params_before
+    assert tree_state(src) and (src / "metadata.yaml").is_file()
+
+
+def test_make_bag_output_clear_of_its_inputs(car10, tmp_path, capsys):
+    """make-bag --out onto its own --gaze file (or a folder holding the video): refused."""
+    import shutil
+    video, gaze = tmp_path / "car10.mp4", tmp_path / "car10_gaze.npz"
+    shutil.copy(car10[0], video)
+    shutil.copy(car10[1], gaze)
+    fails(["make-bag", "--video", video, "--gaze", gaze, "--out", gaze, "--overwrite",
+           "--max-frames", "2", "--no-progress"], capsys, "--out", "--gaze")
+    fails(["make-bag", "--video", video, "--out", tmp_path, "--overwrite", "--max-frames",
+           "2", "--no-progress"], capsys, "--out", "--video")
+    assert video.stat().st_size == car10[0].stat().st_size and gaze.is_file()

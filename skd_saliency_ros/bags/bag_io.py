@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.processes import raise_if_stop_requested
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -207,20 +208,6 @@ def decode_rgb(msg, msgtype: str) -> np.ndarray:
 
 
 # -- writing ---------------------------------------------------------------------------
-def check_output_path(out, overwrite: bool, inputs: Sequence = ()) -> Path:
-    """Refuse an existing output (unless overwrite) and an output that is or holds an input."""
-    out = Path(out)
-    resolved = out.resolve()
-    for src in inputs:
-        src = Path(src).resolve()
-        if resolved == src or src in resolved.parents or resolved in src.parents:
-            raise BagError(f"{out}: output would overwrite or nest with the input bag {src}")
-    if out.exists() and not overwrite:
-        raise BagError(f"{out}: output already exists; refusing to overwrite it "
-                       "(pass --overwrite to replace it)")
-    return out
-
-
 @contextlib.contextmanager
 def atomic_bag_path(out, overwrite: bool = False):
     """Yield a temporary bag path beside ``out``; move it to ``out`` only on success.
@@ -230,9 +217,7 @@ def atomic_bag_path(out, overwrite: bool = False):
     is complete.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise BagError(f"{out}: output already exists; refusing to overwrite it "
-                       "(pass --overwrite to replace it)")
+    check_outputs([Output("output bag", out, folder=True)], overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -355,7 +340,8 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
     video = Path(video)
     if not video.is_file():
         raise BagError(f"{video}: no such video file")
-    check_output_path(out, overwrite, inputs=[video])
+    check_outputs([Output("--out", out, folder=True)],
+                  inputs=[("--video", video), ("--gaze", gaze)], overwrite=overwrite)
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise BagError(f"{video}: cannot open video (unknown format or corrupt file)")

@@ -33,10 +33,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from skd_saliency_ros.bags.bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, IMAGE_TYPE,
-                                          STORAGES, InputBag, check_output_path, decode_rgb,
-                                          make_bag)
+                                          STORAGES, InputBag, decode_rgb, make_bag)
 from skd_saliency_ros.core.stamps import stamp_ns
 from skd_saliency_ros.core.errors import run_reporting_user_errors
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.ros.params import BACKENDS, DEVICES, SPECS
 from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError,
                                                  input_storage, load_sequence_gaze,
@@ -351,19 +351,24 @@ def _make_bag_parser() -> argparse.ArgumentParser:
 
 
 def _outputs_for(args) -> List[Optional[Path]]:
+    """Return the output bag of each input bag (None: no bag is written)."""
     if args.no_output or args.live and args.out is None:
         return [None] * len(args.bags)
     if args.out is None:
-        outs = [default_output(b) for b in args.bags]
-    elif len(args.bags) == 1:
-        outs = [args.out]
-    else:
-        outs = [args.out / (default_output(b).name) for b in args.bags]
-    for out in outs:
-        check_output_path(out, args.overwrite, inputs=args.bags)
-    if len(set(outs)) != len(outs):
-        raise ReplayError("two input bags would write the same output; rename one")
-    return outs
+        return [default_output(b) for b in args.bags]
+    if len(args.bags) == 1:
+        return [args.out]
+    return [args.out / (default_output(b).name) for b in args.bags]
+
+
+def _check_paths(args, outs: List[Optional[Path]], settings: Settings) -> None:
+    """Every output (bags, --json) clear of every input and of each other, before any work."""
+    label = "--out" if args.out is not None else "output bag"
+    inputs = ([("input bag", b) for b in args.bags]
+              + [("--gaze file", g) for g in args.gaze or []]
+              + [("--params-file", args.params_file), ("model", settings.model_path or None)])
+    check_outputs([Output(label, o, folder=True) for o in outs] + [Output("--json", args.json)],
+                  inputs=inputs, overwrite=args.overwrite)
 
 
 def _check_args(args) -> None:
@@ -384,11 +389,10 @@ def _check_args(args) -> None:
 def run(args) -> int:
     """Offline or live replay of every bag; print the summary; write --json."""
     _check_args(args)
-    outs = _outputs_for(args)
-    if args.json is not None and args.json.exists() and not args.overwrite:
-        raise ReplayError(f"{args.json}: already exists (pass --overwrite to replace it)")
-    gazes = args.gaze or [None] * len(args.bags)
     settings = build_settings(args)
+    outs = _outputs_for(args)
+    _check_paths(args, outs, settings)
+    gazes = args.gaze or [None] * len(args.bags)
     for bag_path, gaze_path in zip(args.bags, gazes):  # fail fast, before loading a model
         with InputBag(bag_path, topic=args.topic, distro=args.distro) as bag:
             if gaze_path is not None:
