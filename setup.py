@@ -11,8 +11,12 @@ setup(
     version="0.1.0",
     # core (no ROS) <- ros (the nodes) <- bags (saliency_replay); demo: make demo's processes
     packages=[PACKAGE, f"{PACKAGE}.core", f"{PACKAGE}.ros", f"{PACKAGE}.bags", f"{PACKAGE}.demo"],
-    # The trained default model travels with the code (a few hundred kB).
-    package_data={PACKAGE: ["weights/*.pt", "weights/*.onnx"]},
+    # The trained default model travels with its card (Markdown and JSON): the research-use
+    # terms of its teacher's weights go wherever the model is installed.
+    package_data={PACKAGE: ["weights/*.pt", "weights/*.onnx", "weights/*.md", "weights/*.json"]},
+    # Python 3.10 is the floor (Ubuntu 22.04: Humble, JetPack 6); test_platform.py checks the
+    # runtime package against it with vermin.
+    python_requires=">=3.10",
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

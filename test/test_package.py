@@ -101,7 +101,8 @@ def test_package_metadata_agrees():
     assert data_files[f"share/{PACKAGE}/launch"] == ("glob", "launch/*.py")
     assert data_files[f"share/{PACKAGE}/config"] == ("glob", "config/*.*")
     assert data_files[f"share/{PACKAGE}/config/teachers"] == ("glob", "config/teachers/*.yaml")
-    assert setup["package_data"] == {PACKAGE: ["weights/*.pt", "weights/*.onnx"]}
+    assert setup["package_data"] == {
+        PACKAGE: ["weights/*.pt", "weights/*.onnx", "weights/*.md", "weights/*.json"]}
     cfg = (REPO / "setup.cfg").read_text()
     assert f"script_dir=$base/lib/{PACKAGE}" in cfg
     assert f"install_scripts=$base/lib/{PACKAGE}" in cfg
@@ -246,7 +247,8 @@ def test_colcon_build_installs_a_working_node(tmp_path, ros_env):
         assert (share / rel).is_file(), rel
     assert (install / "share/ament_index/resource_index/packages" / PACKAGE).is_file()
     site = next((install / "lib").glob("python3*/site-packages"))
-    for pattern in ("*.pt", "*.onnx"):  # the checkpoint and its pre-exported ONNX
+    # the checkpoint, its pre-exported ONNX and its card (the research-use terms travel along)
+    for pattern in ("*.pt", "*.onnx", "*.md", "*.json"):
         weights = sorted(p.name for p in (REPO / PACKAGE / "weights").glob(pattern))
         assert weights and sorted(
             p.name for p in (site / PACKAGE / "weights").glob(pattern)) == weights

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from skd_saliency_ros.core.hashing import file_hexdigest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,5 @@ def expand_data_dir(text, data_dir=None) -> str:
 
 
 def file_sha1(path: Path) -> str:
-    """SHA-1 of a file's bytes (model files, gaze files), read in blocks by hashlib."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha1").hexdigest()
+    """SHA-1 of a file's bytes (model files, gaze files)."""
+    return file_hexdigest(path, "sha1")

@@ -8,8 +8,9 @@ has no rosdep key.
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+from skd_saliency_ros.core.hashing import file_hexdigest
 
 #: Version of the export recipe; 2: the inference-fused model (BN folded, LRN as 1x1 conv).
 EXPORT_VERSION = 2
@@ -17,8 +18,7 @@ EXPORT_VERSION = 2
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a checkpoint file: ties an exported ONNX file to the weights it came from."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return file_hexdigest(path, "sha256")
 
 
 def ort_session(path: str | os.PathLike, threads: int = 0, device: str = "cpu"):
