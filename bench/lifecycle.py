@@ -266,6 +266,7 @@ def doc_section(result: Dict[str, Any]) -> str:
 def main(argv=None) -> int:
     """Run the cycles; print the summary, write JSON and the doc section."""
     from skd_saliency_ros.core.errors import run_reporting_user_errors
+    from skd_saliency_ros.core.output_paths import Output, check_outputs
     from training.bench_report import command_line, replace_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__,
@@ -287,6 +288,8 @@ def main(argv=None) -> int:
         from training.datasets import VideoSource
         from training.paths import default_data_dir
         video = args.video or default_data_dir() / "uav_unlabeled" / "person11.mp4"
+        check_outputs([Output("--json", args.json, regenerated=True),
+                       Output("--doc", args.doc, regenerated=True)], inputs=[("--video", video)])
         frames = list(VideoSource(video).frames(0, 30))  # RGB
         result = run_cycles(args.cycles, frames, args.rate, args.active_s, args.quiet_s,
                             encoding="rgb8")
@@ -294,6 +297,7 @@ def main(argv=None) -> int:
                       loadavg=" ".join(f"{v:.2f}" for v in os.getloadavg()))
         print(json.dumps(summary(result)), flush=True)
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1))
         if args.doc:
             replace_section(args.doc, SECTION, doc_section(result))

@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+
+from skd_saliency_ros.core.errors import run_reporting_user_errors
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.processes import LoggedProcess, ros_child_env
 from training.bench_backends import BenchError  # the one benchmark error (model and node)
 
@@ -323,11 +326,28 @@ def doc_section(result: Dict[str, Any]) -> str:
         json.dumps(result["summary"], indent=1), "```"])
 
 
+def _json_path(args):
+    """Return the JSON to write: --node-json, else --json (None: none)."""
+    return args.node_json or getattr(args, "json", None)
+
+
+def check_report_paths(args) -> None:
+    """Refuse, before any node starts, a JSON or doc on the model or on each other.
+
+    Both are regenerated on every run, so existing ones are replaced.
+    """
+    label = "--node-json" if args.node_json else "--json"
+    check_outputs([Output(label, _json_path(args), regenerated=True),
+                   Output("--doc", getattr(args, "doc", None), regenerated=True)],
+                  inputs=[("--node-model", args.node_model or None)])
+
+
 def run(args) -> int:
     """Run the node benchmark, print it, write JSON and the doc section when asked."""
+    check_report_paths(args)
     result = run_node_bench(args)
     print(doc_section(result))
-    out = args.node_json or getattr(args, "json", None)
+    out = _json_path(args)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
@@ -349,11 +369,7 @@ def main(argv=None) -> int:
     parser.add_argument("--doc", type=Path, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"python -m bench.node_bench: error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_user_errors("python -m bench.node_bench", lambda: run(args))
 
 
 if __name__ == "__main__":

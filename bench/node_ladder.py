@@ -18,6 +18,8 @@ from typing import Any, Dict, List
 
 from bench.node_bench import (BenchError, REPO_ROOT, add_node_arguments,
                               command_line, run_node_bench)
+from skd_saliency_ros.core.errors import run_reporting_user_errors
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 
 LADDER_FILE = REPO_ROOT / "bench" / "node_ladder.yaml"
 SECTION = "bench:node-ladder"
@@ -121,14 +123,19 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(sizes="1280x720", node_runs=2)
     args = parser.parse_args(argv)
-    try:
-        ladder = run_ladder(args)
-    except BenchError as exc:
-        print(f"python -m bench.node_ladder: error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_user_errors("python -m bench.node_ladder", lambda: _run(args))
+
+
+def _run(args) -> int:
+    """Check the report paths, run the ladder, write what was asked for."""
+    check_outputs([Output(label, path, regenerated=True) for label, path in
+                   (("--json", args.json), ("--doc", args.doc), ("--plot", args.plot))],
+                  inputs=[("--ladder", args.ladder), ("--node-model", args.node_model or None)])
+    ladder = run_ladder(args)
     text = doc_section(ladder)
     print(text)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(ladder, indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.plot:

@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     import os
 
     from skd_saliency_ros.core.errors import run_reporting_user_errors
+    from skd_saliency_ros.core.output_paths import Output, check_outputs
     from training.bench_report import command_line, replace_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
@@ -170,6 +171,11 @@ def main(argv=None) -> int:
             raise BenchError("--minutes and --sample-s must be > 0")
         counts = [int(c) for c in args.cameras.split(",") if c.strip()]
         check_model(args.model)
+        png = args.doc.with_name("soak_rss.png") if args.doc else None
+        check_outputs([Output("--json", args.json, regenerated=True),
+                       Output("--doc", args.doc, regenerated=True),
+                       Output("plot beside --doc", png, regenerated=True)],
+                      inputs=[("--model", args.model or None)])
         result = {"command": command_line(), "date": datetime.date.today().isoformat(),
                   "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg()), "runs": []}
         with tempfile.TemporaryDirectory(prefix="skd_soak_") as tmp:
@@ -181,9 +187,9 @@ def main(argv=None) -> int:
                       f"dropped {run['dropped']}/{run['sent']}, p50 {run['p50_ms']:.1f} ms, "
                       f"p99 {run['p99_ms']:.1f} ms", flush=True)
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1))
         if args.doc:
-            png = args.doc.with_name("soak_rss.png")
             plot(result, png)
             replace_section(args.doc, SECTION, doc_section(result, png.name))
             print(f"wrote {args.doc} and {png}")

@@ -120,6 +120,7 @@ def doc_section(result: Dict[str, Any]) -> str:
 def main(argv=None) -> int:
     """Time the variants; print, and write JSON / the doc section."""
     from skd_saliency_ros.core.errors import run_reporting_user_errors
+    from skd_saliency_ros.core.output_paths import Output, check_outputs
     from training.bench_report import replace_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__)
@@ -141,6 +142,8 @@ def main(argv=None) -> int:
     def body() -> int:
         import torch
 
+        check_outputs([Output("--json", args.json, regenerated=True),
+                       Output("--doc", args.doc, regenerated=True)])
         result = {"command": "python -m bench.train_step " + " ".join(sys.argv[1:]),
                   "date": datetime.date.today().isoformat(),
                   "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg()),
@@ -151,6 +154,7 @@ def main(argv=None) -> int:
         for name, r in result["times"].items():
             print(f"{name:22s} {r['median_ms']:8.1f} ms (p90 {r['p90_ms']:.1f})", flush=True)
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1))
         if args.doc:
             replace_section(args.doc, SECTION, doc_section(result))

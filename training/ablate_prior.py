@@ -13,6 +13,7 @@ from typing import List, Optional
 import torch
 
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -24,6 +25,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:
+        check_outputs([Output("output", args.output)], inputs=[("source", args.source)],
+                      overwrite=args.overwrite)
         model, payload = load_checkpoint(args.source)
         if getattr(model, "prior", None) is None:
             raise CheckpointError(f"{args.source}: architecture "
@@ -34,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     ablation=f"learned prior map of {args.source} set to zero")
         save_checkpoint(args.output, model, payload["resolution"], meta=meta,
                         overwrite=args.overwrite)
-    except CheckpointError as exc:
+    except (CheckpointError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}")

@@ -163,8 +163,13 @@ def _versions() -> Dict[str, str]:
     return out
 
 
+def _model_names(args) -> List[str]:
+    """Return the names of --models (blanks dropped)."""
+    return [n.strip() for n in args.models.split(",") if n.strip()]
+
+
 def _load_models(args) -> Dict[str, BenchModel]:
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    names = _model_names(args)
     models: Dict[str, BenchModel] = {"paper": load_bench_model(args.paper, "paper")}
     for name in names:
         if name == "default" and args.default_model is not None:
@@ -318,21 +323,46 @@ def doc_section(result: Dict[str, Any], plot: Path | None, doc: Path) -> str:
     return "\n".join(text)
 
 
+def _plot_path(args):
+    """Return the FPS-vs-R plot to write: --plot, else bench_fps_vs_r.png beside --doc."""
+    if args.plot is None and args.doc is not None:
+        return args.doc.parent / "bench_fps_vs_r.png"
+    return args.plot
+
+
+def check_report_paths(args) -> None:
+    """Refuse, before timing anything, reports that would land on a model or on each other.
+
+    The reports are regenerated on every run (a doc section and its plot), so existing ones
+    are replaced; a checkpoint named in --models / --default-model is an input.
+    """
+    from skd_saliency_ros.core.models import ARCHITECTURES
+    from skd_saliency_ros.core.output_paths import Output, check_outputs
+
+    models = [m for m in [args.paper] + _model_names(args)
+              if m not in ARCHITECTURES and m != "default"]
+    check_outputs([Output("--json", args.json, regenerated=True),
+                   Output("--doc", args.doc, regenerated=True),
+                   Output("--plot" if args.plot else "plot beside --doc", _plot_path(args),
+                          regenerated=True)],
+                  inputs=[("--default-model", args.default_model)]
+                  + [("--models", m) for m in models])
+
+
 def run(args) -> int:
     """Entry point of ``python -m training bench``."""
     if args.node:
         from bench import node_bench
 
         return node_bench.run(args)
+    check_report_paths(args)
     result = run_model_bench(args)
     print_result(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
-    plot = args.plot
-    if plot is None and args.doc is not None:
-        plot = args.doc.parent / "bench_fps_vs_r.png"
+    plot = _plot_path(args)
     if plot is not None:
         bench_report.plot_fps_vs_r(result, plot)
         print(f"wrote {plot}")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skd_saliency_ros.core.output_paths import Output, check_outputs
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the teacher-vs-student bench."""
@@ -78,11 +80,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1 or args.min_time <= 0:
         raise BenchError("--repeats must be >= 1 and --min-time > 0")
+    teachers = [s.strip() for s in args.teachers.split(",") if s.strip()]
+    students = [s.strip() for s in args.models.split(",") if s.strip()]
+    check_outputs([Output("--json", args.json, regenerated=True)],
+                  inputs=[("--models", m) for m in students if m != "default"]
+                  + [("--teachers", t) for t in teachers if Path(t).is_file()])
     runners, per_frame, infos = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in filter(None, (s.strip() for s in args.teachers.split(","))):
+        for spec in teachers:
             runners[spec], per_frame[spec], infos[spec] = _teacher_runner(spec)
-        for name in filter(None, (s.strip() for s in args.models.split(","))):
+        for name in students:
             runners[name], per_frame[name], infos[name] = _student_runner(name, Path(tmp))
         times = time_cell(runners, args.repeats, args.min_time, warmup=2)
     rows = {}

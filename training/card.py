@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from skd_saliency_ros.core.checkpoint import CheckpointError, read_checkpoint
 from skd_saliency_ros.core.models import build_model, count_parameters
+from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
 
 from .evaluate import TABLE_COLUMNS, markdown_table
 
@@ -117,10 +118,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     outs = [args.checkpoint.with_suffix(".json"), args.checkpoint.with_suffix(".md")]
-    for path in outs:
-        if path.exists() and not args.overwrite:
-            print(f"{path}: already exists; pass --overwrite", file=sys.stderr)
-            return 2
+    try:
+        check_outputs([Output("card", path) for path in outs],
+                      inputs=[("checkpoint", args.checkpoint), ("evaluation", args.evaluation)],
+                      overwrite=args.overwrite)
+    except OutputPathError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         evaluation = json.loads(args.evaluation.read_text())
         card = build_card(args.checkpoint, evaluation)

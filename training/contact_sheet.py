@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 
 # Two frames from each of six clips: both gaze videos and four unlabeled clips of other
 # datasets, scenes and light (night traffic, animals, a top-down field, a wake).
@@ -130,10 +131,12 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     from tqdm import tqdm
 
-    if args.out.exists() and not args.overwrite:
-        raise ContactSheetError(f"{args.out}: exists; pass --overwrite to replace it")
     clips = parse_frames(args.frames, args.data_dir)
     columns = _columns(args.models)
+    models = [m for _, m in columns if m != "default" and not m.startswith("teacher:")]
+    check_outputs([Output("--out", args.out)],
+                  inputs=[("--data-dir", args.data_dir)] + [("clip", p) for p, _ in clips]
+                  + [("--models", m) for m in models], overwrite=args.overwrite)
     rows = []
     for path, indices in tqdm(clips, desc="contact sheet", unit="clip"):
         shown, maps = clip_maps(path, indices, columns)

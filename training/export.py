@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, CheckpointError
 
 
@@ -78,9 +79,8 @@ def run(args) -> int:
     from skd_saliency_ros.core.onnx_export import MIN_OPSET, OnnxExportError, export_checkpoint
 
     source = _model_path(args.model)
-    if args.out.exists() and not args.overwrite:
-        raise ExportError(f"{args.out}: a file already exists there; refusing to overwrite it "
-                          "(pass --overwrite to replace it)")
+    check_outputs([Output("--out", args.out)], inputs=[("--model", source)],
+                  overwrite=args.overwrite)
     if args.out.suffix != ".onnx":
         raise ExportError(f"{args.out}: the output file name must end in .onnx")
     try:

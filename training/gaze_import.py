@@ -33,6 +33,7 @@ import numpy as np
 
 from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 
 COLUMNS = ("frame", "x", "y", "observer")
 
@@ -146,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .datasets import VideoSource
 
-    if args.out.exists() and not args.overwrite:
-        raise GazeImportError(f"{args.out}: exists; pass --overwrite to replace it")
+    check_outputs([Output("--out", args.out)], inputs=[("--csv", args.csv),
+                                                       ("--video", args.video)],
+                  overwrite=args.overwrite)
     if args.max_dispersion <= 0 or args.min_samples < 1:
         raise GazeImportError("--max-dispersion must be > 0 and --min-samples >= 1")
     video = VideoSource(args.video, fps=args.fps)

@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+from skd_saliency_ros.core.output_paths import Output, check_outputs
+
 from .paths import default_cache_dir, default_data_dir
 
 DEFAULT_TEACHERS = "spectral-residual,fine-grained,motion-homography"
@@ -56,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise DatasetError(f"--max-frames must be >= 1, got {args.max_frames}")
     manifest = load_manifest(args.data, args.data_dir)  # checked before any teacher runs
+    sources = manifest.train + manifest.val + manifest.fidelity
+    check_outputs([Output("--cache-dir", args.cache_dir, folder=True, regenerated=True)],
+                  inputs=[("--data", manifest.path), ("--data-dir", args.data_dir)]
+                  + [("source", s.path) for s in sources]
+                  + [("gaze file", s.gaze_path) for s in sources])
     teachers = get_teachers(args.teachers)
     splits = {"train": manifest.train, "val": manifest.val, "fidelity": manifest.fidelity}
     chosen = [(split, s) for split in SPLITS if args.split in ("all", split)

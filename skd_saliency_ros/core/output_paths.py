@@ -75,8 +75,8 @@ def _check_place(label: str, path: Path, given: PathLike, out: Output, overwrite
     if not out.folder and path.is_dir():
         raise OutputPathError(f"{label} {given}: is a folder; give a file name")
     if os.path.lexists(given) and not (overwrite or out.regenerated):
-        raise OutputPathError(f"{label} {given}: output already exists; refusing to overwrite "
-                              "it (pass --overwrite to replace it)")
+        raise OutputPathError(f"{label} {given}: already exists; pass --overwrite to replace "
+                              "it (refusing to overwrite it otherwise)")
 
 
 def check_outputs(outputs: Iterable[Output], inputs: Iterable[Tuple[str, Optional[PathLike]]]

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
+from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
+from skd_saliency_ros.demo.recorder import output_files
 from skd_saliency_ros.core.processes import ros_child_env, stop_process
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -69,6 +71,12 @@ def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> in
         return 2
     if not video.is_file():
         print(f"demo: {video}: no such video file", file=sys.stderr)
+        return 2
+    try:  # the recordings are the demo's own, replaced on every run; never onto an input
+        check_outputs([Output("--out", path, regenerated=True) for path in output_files(out_dir)],
+                      inputs=[("--video", video), ("model", DEFAULT_MODEL)])
+    except OutputPathError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
         return 2
     env = demo_environment()
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",

@@ -12,12 +12,18 @@ import csv
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 CSV_COLUMNS = ("frame", "stamp_s", "rank", "x_px", "y_px", "score")
+
+
+def output_files(out_dir: Path) -> Tuple[Path, Path]:
+    """Return the overlay video and the peaks CSV a recorder writes (and replaces) in out_dir."""
+    out_dir = Path(out_dir)
+    return out_dir / "overlay.mp4", out_dir / "peaks.csv"
 
 
 def _stamp_s(header) -> float:
@@ -36,8 +42,7 @@ class Recorder:
 
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.video_path = self.out_dir / "overlay.mp4"
-        self.csv_path = self.out_dir / "peaks.csv"
+        self.video_path, self.csv_path = output_files(self.out_dir)
         self.fps = fps
         self._lock = threading.Lock()
         self._writer: Optional[cv2.VideoWriter] = None
