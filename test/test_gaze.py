@@ -52,6 +52,16 @@ def test_frame_count_mismatch_names_both_numbers(shared_data):
         load_gaze(shared_data / "uav_gaze" / "car10_gaze.npz", n_frames=470)
 
 
+def test_frame_size_mismatch_names_both_sizes(shared_data):
+    """A gaze file for another frame size is refused like one for another frame count."""
+    car10 = shared_data / "uav_gaze" / "car10_gaze.npz"
+    with pytest.raises(GazeError, match=r"car10_gaze.npz.*1280x720.*flight.mp4.*1920x1080"):
+        load_gaze(car10, n_frames=469, size=(1920, 1080), against="flight.mp4")
+    with pytest.raises(GazeError, match=r"469 frames.*flight.mp4.*470"):
+        load_gaze(car10, n_frames=470, size=(1280, 720), against="flight.mp4")
+    assert load_gaze(car10, n_frames=469, size=(1280, 720)).width == 1280
+
+
 def test_missing_and_corrupt_files(tmp_path):
     """Missing or non-npz files name the path."""
     with pytest.raises(GazeError, match=r"nope.npz: gaze file not found"):

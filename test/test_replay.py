@@ -407,6 +407,37 @@ def test_gaze_for_another_frame_count(bag, shared_data, capsys):
     fails([bag, "--gaze", gaze, "--no-output"], capsys, "group2_gaze.npz", "895", "469")
 
 
+def resized_gaze(car10_gaze, path, width, height):
+    """Write car10's real gaze as if recorded on a width x height copy of the video."""
+    with np.load(car10_gaze) as npz:
+        data = {key: npz[key] for key in npz.files}
+    data["fix_xy"] = data["fix_xy"] * np.float32(width / 1280.0)
+    data.update(width=np.int32(width), height=np.int32(height))
+    np.savez(path, **data)
+    return path
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (2 ** 20, 2 ** 20)])
+def test_gaze_for_another_frame_size(bag, car10, model_path, tmp_path, size):
+    """A gaze file for 1920x1080 (or 2^20 px) frames on a 1280x720 bag: one line, exit 2.
+
+    Was: scored silently (AUC-J 0.749 instead of 0.793 on car10), or a cv2 out-of-memory
+    traceback for 2^20.  make-bag refuses the same file for the same video.
+    """
+    gaze = resized_gaze(car10[1], tmp_path / "big_gaze.npz", *size)
+    proc = run_cli([bag, "--gaze", gaze, "--no-output", "--model", model_path,
+                    "--max-frames", "3", "--no-progress"])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{size[0]}x{size[1]}" in proc.stderr and "1280x720" in proc.stderr
+    out = tmp_path / "made"
+    proc = run_cli(["make-bag", "--video", car10[0], "--gaze", gaze, "--out", out,
+                    "--max-frames", "2", "--no-progress"])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"{size[0]}x{size[1]}" in proc.stderr and "1280x720" in proc.stderr
+    assert not out.exists()
+
+
 def test_existing_output_refused_then_overwritten(bag, model_path, tmp_path, capsys):
     """An existing output is refused unless --overwrite; then replaced by a complete bag."""
     out = tmp_path / "exists"

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -157,6 +157,21 @@ class InputBag:
         self.image_count = sum(c.msgcount for c in self.reader.connections if c.topic == topic)
 
     # -- reading -----------------------------------------------------------------------
+    def image_size(self) -> Optional[Tuple[int, int]]:
+        """(width, height) of the first image that decodes (None: none does).
+
+        A gaze file is checked against it before any work; images that do not decode are
+        skipped here as replay skips them.
+        """
+        from skd_saliency_ros.ros.image_io import ImageEncodingError
+        for m in self.messages([self.image_topic]):
+            try:
+                rgb = decode_rgb(m.msg, m.msgtype)
+            except ImageEncodingError:
+                continue
+            return int(rgb.shape[1]), int(rgb.shape[0])
+        return None
+
     def connections(self, topics: Optional[Sequence[str]] = None) -> List[object]:
         """Return the connections of ``topics`` (default: the image and CameraInfo topics)."""
         if topics is None:
@@ -353,7 +368,10 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
         gaze_data = None
         if gaze is not None:
             from skd_saliency_ros.core.gaze import load_gaze
-            gaze_data = load_gaze(gaze, n_frames=n_video)
+            size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+                    int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))
+            gaze_data = load_gaze(gaze, n_frames=n_video, size=size if all(size) else None,
+                                  against=str(video))
         total = n_video if max_frames is None else min(n_video, int(max_frames))
         cam_ns = topic.rsplit("/", 1)[0]
         info_topic = f"{cam_ns}/camera_info"

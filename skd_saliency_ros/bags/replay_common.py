@@ -34,18 +34,19 @@ def expected_gaze_frames(bag: InputBag) -> int:
 
 
 def load_sequence_gaze(path, bag: InputBag, match: str):
-    """Load a gaze file for ``bag``; in index mode its frame count must match the bag."""
-    from skd_saliency_ros.core.gaze import GazeError, load_gaze
-    gaze = load_gaze(path)
+    """Load a gaze file for ``bag`` with core.gaze's one check of frame size and count.
+
+    The size is the bag's images'; the count (index mode only: stamp mode pairs by time)
+    is :func:`expected_gaze_frames`.
+    """
+    from skd_saliency_ros.core.gaze import load_gaze
+    source = ("its source video" if "skd.video_frames" in bag.custom_data
+              else f"'{bag.image_topic}'")
+    hint = "wrong gaze file for this bag"
     if match == "index":
-        expected = expected_gaze_frames(bag)
-        if gaze.n_frames != expected:
-            source = ("its source video" if "skd.video_frames" in bag.custom_data
-                      else f"'{bag.image_topic}'")
-            raise GazeError(f"{path}: gaze file has {gaze.n_frames} frames but bag "
-                            f"{bag.path} has {expected} on {source}; wrong gaze file for "
-                            "this bag (or use --match stamp for a bag with dropped frames)")
-    return gaze
+        hint += " (or use --match stamp for a bag with dropped frames)"
+    return load_gaze(path, n_frames=expected_gaze_frames(bag) if match == "index" else None,
+                     size=bag.image_size(), against=f"bag {bag.path} ({source})", hint=hint)
 
 
 class FrameMatcher:

@@ -19,7 +19,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -95,8 +95,33 @@ def _array(data, key: str, path: Path, shape: str, kinds: str) -> np.ndarray:
     return value
 
 
-def load_gaze(path: Union[str, Path], n_frames: Optional[int] = None) -> GazeData:
-    """Load and check a gaze file; ``n_frames`` (the video's length) must match when given."""
+def _check_fits(path: Path, frames: int, width: int, height: int,
+                n_frames: Optional[int] = None, size: Optional[Tuple[int, int]] = None,
+                against: str = "the video", hint: str = "") -> None:
+    """Refuse a gaze file whose frame count or frame size is not the video's.
+
+    Fixations are pixels of the frame they were recorded on and are scored frame by frame:
+    a file for another length pairs the wrong frames, one for another size scales every point
+    (and a huge size allocates huge evaluation maps).  Both would make every metric wrong
+    without a word, so neither is ever tolerated.  ``size`` is (width, height); ``against``
+    names the video (or bag) in the message; ``hint`` is appended to it.
+    """
+    tail = f"; {hint}" if hint else ""
+    if n_frames is not None and int(n_frames) != frames:
+        raise GazeError(f"{path}: gaze file has {frames} frames but {against} has "
+                        f"{int(n_frames)}{tail}")
+    if size is not None and (int(size[0]), int(size[1])) != (width, height):
+        raise GazeError(f"{path}: gaze file is for {width}x{height} frames but {against} has "
+                        f"{int(size[0])}x{int(size[1])} frames{tail}")
+
+
+def load_gaze(path: Union[str, Path], n_frames: Optional[int] = None,
+              size: Optional[Tuple[int, int]] = None, against: str = "the video",
+              hint: str = "") -> GazeData:
+    """Load and check a gaze file; it must fit the video's ``n_frames`` and ``size`` if given.
+
+    See :func:`_check_fits` for ``size`` (width, height), ``against`` and ``hint``.
+    """
     path = Path(path)
     if not path.is_file():
         raise GazeError(f"{path}: gaze file not found")
@@ -114,9 +139,7 @@ def load_gaze(path: Union[str, Path], n_frames: Optional[int] = None) -> GazeDat
         raise GazeError(f"{path}: missing key(s) {', '.join(missing)} "
                         f"(has: {', '.join(sorted(data)) or 'nothing'})")
     frames, width, height, fps = (_scalar(data, key, path) for key in REQUIRED_SCALARS)
-    if n_frames is not None and int(n_frames) != frames:
-        raise GazeError(f"{path}: key 'n_frames' says {frames} frames but the video has "
-                        f"{int(n_frames)}")
+    _check_fits(path, frames, width, height, n_frames, size, against, hint)
 
     observer_ids = _array(data, "observer_ids", path, "(O,)", "iu")
     xy = _array(data, "fix_xy", path, "(F, 2)", "fiu")
