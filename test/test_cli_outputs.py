@@ -46,7 +46,7 @@ def refused(proc, *needles):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """A real skd-fast checkpoint and a real skd-paper-prior one (seeded random weights)."""
+    """Save a real skd-fast and a real skd-paper-prior checkpoint (seeded random weights)."""
     root = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
     fast = save_checkpoint(root / "fast_r64.pt", build_model("fused", "skd-fast"), 64)
@@ -66,7 +66,7 @@ def test_gaze_import_out_onto_its_csv(shared_data, tmp_path):
 
 
 def test_export_out_that_is_a_folder(checkpoints, tmp_path):
-    """export --out <existing folder>.onnx --overwrite: refused up front, not a traceback."""
+    """Export --out <existing folder>.onnx --overwrite: refused up front, not a traceback."""
     out = tmp_path / "model.onnx"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -86,7 +86,7 @@ def test_contact_sheet_out_inside_the_data_dir(shared_data, tmp_path):
 
 
 def test_bench_json_and_doc_at_one_place(checkpoints, tmp_path):
-    """bench --json X --doc X: refused before timing (was: the doc section replaced the JSON)."""
+    """Bench --json X --doc X: refused before timing (was: the doc section replaced the JSON)."""
     out = tmp_path / "bench.md"
     refused(run("training", "bench", "--models", "skd-fast", "--backends", "torch",
                 "--resolutions", "64", "--batch", "2", "--repeats", "1", "--min-time", "0",
@@ -128,7 +128,7 @@ def test_ablate_prior_onto_its_source(checkpoints, tmp_path):
 
 
 def test_teach_cache_inside_the_data_dir(shared_data, tmp_path):
-    """teach --cache-dir inside --data-dir (the bundle is read, never written): refused."""
+    """Teach --cache-dir inside --data-dir (the bundle is read, never written): refused."""
     data = tmp_path / "data"
     data.mkdir()
     for name in ("car10.mp4", "car10_gaze.npz"):

@@ -62,6 +62,17 @@ def test_frame_size_mismatch_names_both_sizes(shared_data):
     assert load_gaze(car10, n_frames=469, size=(1280, 720)).width == 1280
 
 
+def test_large_observer_ids_stay_exact(tmp_path, car10_arrays):
+    """int32 observer ids such as 20231115 load as they are (was: wrapped by an int16 cast)."""
+    offset = 20231100
+    path = write(tmp_path, car10_arrays,
+                 observer_ids=car10_arrays["observer_ids"].astype(np.int32) + offset,
+                 fix_observer=car10_arrays["fix_observer"].astype(np.int32) + offset)
+    gaze = load_gaze(path, n_frames=469)
+    assert gaze.observer_ids.tolist() == [offset + k for k in range(1, 15)]
+    np.testing.assert_array_equal(np.sort(np.unique(gaze.fix_observer)), gaze.observer_ids)
+
+
 def test_missing_and_corrupt_files(tmp_path):
     """Missing or non-npz files name the path."""
     with pytest.raises(GazeError, match=r"nope.npz: gaze file not found"):

@@ -117,6 +117,81 @@ def test_gaze_import_errors(footage, tmp_path, capsys, rows, message):
     assert not (tmp_path / "g.npz").exists()
 
 
+def _import(footage, csv_path, out, *extra):
+    """Run gaze-import in a subprocess (a traceback is what users would see) on street.mp4."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    return subprocess.run([sys.executable, "-m", "training", "gaze-import", "--csv",
+                           str(csv_path), "--video", str(footage / "videos" / "street.mp4"),
+                           "--out", str(out), *extra], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=300)
+
+
+def _one_line_refusal(proc, *needles):
+    """Exit 2, one line, no traceback, every needle in it."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_gaze_import_bom_and_other_encodings(footage, tmp_path):
+    """A UTF-8 BOM is accepted; a latin-1 byte is one line naming file and line.
+
+    --encoding latin-1 then reads it (was: "missing 'frame'" / a UnicodeDecodeError).
+    """
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfframe,x,y,observer\n0,10,10,1\n1,11,12,1\n")
+    proc = _import(footage, bom, tmp_path / "bom.npz")
+    assert proc.returncode == 0, proc.stderr
+    assert len(load_gaze(tmp_path / "bom.npz", N).fix_xy) == 2
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"frame,x,y,observer,note\n0,10,10,1,ok\n1,12,11,1,caf\xe9\n")
+    _one_line_refusal(_import(footage, latin, tmp_path / "l.npz"), str(latin), "line 3",
+                      "0xe9", "--encoding")
+    assert not (tmp_path / "l.npz").exists()
+    proc = _import(footage, latin, tmp_path / "l.npz", "--encoding", "latin-1")
+    assert proc.returncode == 0, proc.stderr
+    _one_line_refusal(_import(footage, latin, tmp_path / "x.npz", "--encoding", "klingon"),
+                      "--encoding", "klingon")
+
+
+def test_gaze_import_keeps_large_observer_ids_exact(footage, tmp_path):
+    """Observer ids like 20231115 (a date): numbered 1..O, the ids kept exact beside them.
+
+    Was: an OverflowError traceback from an int16 cast.
+    """
+    ids = (20231115, 20231116, 7)
+    rows = [(k, o) for k in range(3) for o in ids]
+    path = tmp_path / "dates.csv"
+    path.write_text("frame,x,y,observer\n"
+                    + "".join(f"{k},{10 + k},{20 + k},{o}\n" for k, o in rows))
+    proc = _import(footage, path, tmp_path / "dates.npz")
+    assert proc.returncode == 0, proc.stderr
+    assert "observer_source_ids" in proc.stdout
+    gaze = load_gaze(tmp_path / "dates.npz", N)
+    assert gaze.observer_ids.tolist() == [1, 2, 3] and len(gaze.fix_xy) == 9
+    with np.load(tmp_path / "dates.npz") as npz:
+        source = npz["observer_source_ids"]
+        assert source.dtype == np.int64 and source.tolist() == sorted(ids)
+        assert npz["observer_ids"].dtype == np.int16  # the bundle's schema
+        # every sample's observer maps back to its row's exact id
+        assert source[npz["samples_observer"] - 1].tolist() == [o for _, o in rows]
+    small = tmp_path / "small.csv"
+    small.write_text("frame,x,y,observer\n0,10,10,3\n0,11,11,7\n")
+    assert _import(footage, small, tmp_path / "small.npz").returncode == 0
+    assert load_gaze(tmp_path / "small.npz", N).observer_ids.tolist() == [3, 7]  # as given
+
+
+def test_gaze_import_refuses_a_duplicated_column(footage, tmp_path):
+    """Two 'x' columns: which one is the gaze? A clear error (was: the last one, silently)."""
+    path = tmp_path / "dup.csv"
+    path.write_text("frame,x,y,observer,x\n0,10,10,1,300\n")
+    _one_line_refusal(_import(footage, path, tmp_path / "d.npz"), str(path), "'x'", "twice")
+    assert not (tmp_path / "d.npz").exists()
+
+
 def test_manifest_end_to_end_without_the_bundle(footage, tmp_path, monkeypatch):
     """Run teach -> distill -> transfer -> evaluate on the manifest; never read the bundle."""
     test_gaze = footage / "street_gaze.npz"

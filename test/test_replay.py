@@ -438,6 +438,20 @@ def test_gaze_for_another_frame_size(bag, car10, model_path, tmp_path, size):
     assert not out.exists()
 
 
+def test_make_bag_refuses_observer_ids_float32_cannot_hold(car10, tmp_path, capsys):
+    """Point32.z is float32: an id above 2^24 would be written as another id; refused."""
+    with np.load(car10[1]) as npz:
+        data = {key: npz[key] for key in npz.files}
+    for key in ("observer_ids", "fix_observer", "samples_observer"):
+        data[key] = data[key].astype(np.int64) + 20231100
+    gaze = tmp_path / "dates_gaze.npz"
+    np.savez(gaze, **data)
+    out = tmp_path / "dates_bag"
+    fails(["make-bag", "--video", car10[0], "--gaze", gaze, "--out", out, "--max-frames", "2",
+           "--no-progress"], capsys, "dates_gaze.npz", "20231101", "float32")
+    assert not out.exists()
+
+
 def test_existing_output_refused_then_overwritten(bag, model_path, tmp_path, capsys):
     """An existing output is refused unless --overwrite; then replaced by a complete bag."""
     out = tmp_path / "exists"

@@ -14,9 +14,12 @@ fixation if there are enough of them (``--min-samples``, or half of ``--samples-
 when the tracker rate is known) and their dispersion (max x - min x) + (max y - min y) is at
 most ``--max-dispersion`` px (60 in the bundle); the fixation is the median x and median y.
 
-Refused with one line naming the CSV and the row: missing columns, a value that is not a
-number, a frame index outside the video, a sample outside the frame (unless
-``--drop-outside``: then they are dropped and counted, like off-screen gaze in the bundle).
+Refused with one line naming the CSV and the row: missing columns or one given twice, a
+value that is not a number, a frame index outside the video, a sample outside the frame
+(unless ``--drop-outside``: then they are dropped and counted, like off-screen gaze in the
+bundle), a byte the ``--encoding`` cannot read (default UTF-8; a byte-order mark is fine).
+Observer ids are int16 as in the bundle; ids that do not fit (a date such as 20231115) are
+numbered 1..O in their order and kept, exact, in ``observer_source_ids`` (O,) int64.
 The output loads with ``skd_saliency_ros.core.gaze.load_gaze`` (tested) and is never written over
 an existing file without ``--overwrite``.
 """
@@ -24,10 +27,12 @@ an existing file without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
+import io
 import math
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,6 +41,8 @@ from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.output_paths import Output, check_outputs
 
 COLUMNS = ("frame", "x", "y", "observer")
+DEFAULT_ENCODING = "utf-8-sig"  # UTF-8; a leading byte-order mark (Excel's) is dropped
+INT64 = np.iinfo(np.int64)
 
 
 class GazeImportError(SkdError, ValueError):
@@ -50,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the video the gaze was recorded on (frame count, size, rate)")
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate, where the video container has none")
+    parser.add_argument("--encoding", default=DEFAULT_ENCODING,
+                        help="text encoding of the CSV (default utf-8, with or without a "
+                             "byte-order mark; e.g. latin-1 or cp1252 for older exports)")
     parser.add_argument("--out", "-o", type=Path, required=True, help=".npz to write")
     parser.add_argument("--max-dispersion", type=float, default=60.0,
                         help="max (x range + y range) of one fixation's samples, px (60)")
@@ -63,25 +73,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
-def read_samples(path: Path, n_frames: int, width: int, height: int, drop_outside: bool
+def read_text(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
+    """Return the CSV as text; a byte the encoding cannot read is one error naming file and line.
+
+    Decoded whole (not as the csv module streams it), so the error can say where the byte is.
+    """
+    if not path.is_file():
+        raise GazeImportError(f"{path}: CSV not found")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise GazeImportError(f"--encoding {encoding}: not a text encoding Python knows "
+                              "(e.g. utf-8, latin-1, cp1252)") from None
+    data = path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise GazeImportError(f"{path}: line {line}: byte 0x{data[exc.start]:02x} is not "
+                              f"{encoding} text; pass --encoding with the CSV's encoding "
+                              "(e.g. --encoding latin-1)") from None
+    return text[1:] if text.startswith("\ufeff") else text  # a BOM under any encoding
+
+
+def _header(path: Path, fieldnames) -> List[str]:
+    """Return the normalised header; every needed column must be in it exactly once.
+
+    With two 'x' columns nobody can tell which one is the gaze.
+    """
+    header = [h.strip().lower() for h in (fieldnames or [])]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise GazeImportError(f"{path}: missing column(s) {missing} in the header "
+                              f"(has {header or 'no header'}; needs {list(COLUMNS)})")
+    for name in COLUMNS:
+        where = [i + 1 for i, h in enumerate(header) if h == name]
+        if len(where) > 1:
+            raise GazeImportError(f"{path}: column '{name}' appears twice in the header "
+                                  f"(columns {', '.join(map(str, where))}); keep one")
+    return header
+
+
+def read_samples(path: Path, n_frames: int, width: int, height: int, drop_outside: bool,
+                 encoding: str = DEFAULT_ENCODING
                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, int]]:
-    """Rows of the CSV -> (xy float32 (S, 2), frame int32 (S,), observer int16 (S,)), counts.
+    """Rows of the CSV -> (xy float32 (S, 2), frame int32 (S,), observer int64 (S,)), counts.
 
     Lost-tracking rows (empty/NaN x or y) are skipped and counted; see the module docstring
     for what is refused.
     """
-    if not path.is_file():
-        raise GazeImportError(f"{path}: CSV not found")
     xy, frames, observers = [], [], []
     counts = {"rows": 0, "lost": 0, "outside": 0}
-    with open(path, newline="") as fh:
+    with io.StringIO(read_text(path, encoding), newline="") as fh:
         reader = csv.DictReader(fh)
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise GazeImportError(f"{path}: missing column(s) {missing} in the header "
-                                  f"(has {header or 'no header'}; needs {list(COLUMNS)})")
-        reader.fieldnames = header
+        reader.fieldnames = _header(path, reader.fieldnames)
         for line, row in enumerate(reader, start=2):
             counts["rows"] += 1
             where = f"{path}: row {line}"
@@ -91,6 +136,9 @@ def read_samples(path: Path, n_frames: int, width: int, height: int, drop_outsid
             except (TypeError, ValueError) as exc:
                 raise GazeImportError(f"{where}: frame and observer must be integers, got "
                                       f"{row['frame']!r}, {row['observer']!r}") from exc
+            if not INT64.min <= observer <= INT64.max:
+                raise GazeImportError(f"{where}: observer id {observer} does not fit a 64-bit "
+                                      "integer; renumber the observers")
             if not 0 <= frame < n_frames:
                 raise GazeImportError(f"{where}: frame {frame} is not a frame of the video "
                                       f"(0..{n_frames - 1})")
@@ -117,7 +165,24 @@ def read_samples(path: Path, n_frames: int, width: int, height: int, drop_outsid
     if not xy:
         raise GazeImportError(f"{path}: no valid gaze sample ({counts['rows']} rows)")
     return (np.asarray(xy, np.float32), np.asarray(frames, np.int32),
-            np.asarray(observers, np.int16), counts)
+            np.asarray(observers, np.int64), counts)
+
+
+def observer_numbers(ids: np.ndarray, path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Return the observers as int16 (the bundle's schema) and, if renumbered, their ids.
+
+    Ids that fit int16 are kept as they are.  Others (a date such as 20231115 is common)
+    would wrap or overflow in an int16 cast, merging or renaming observers: then the
+    observers are numbered 1..O in the order of their ids, and the ids are returned to be
+    stored, exact, as ``observer_source_ids`` (O,) int64.
+    """
+    small = np.iinfo(np.int16)
+    if small.min <= ids.min() and ids.max() <= small.max:
+        return ids.astype(np.int16), None
+    originals, numbers = np.unique(ids, return_inverse=True)
+    if len(originals) > small.max:
+        raise GazeImportError(f"{path}: {len(originals)} observers; at most {small.max} fit")
+    return (numbers + 1).astype(np.int16), originals.astype(np.int64)
 
 
 def fixations(xy: np.ndarray, frames: np.ndarray, observers: np.ndarray,
@@ -138,7 +203,7 @@ def fixations(xy: np.ndarray, frames: np.ndarray, observers: np.ndarray,
         fix_frame.append(frames[group[0]])
         fix_observer.append(observers[group[0]])
     return (np.asarray(fix_xy, np.float32).reshape(-1, 2), np.asarray(fix_frame, np.int32),
-            np.asarray(fix_observer, np.int16))
+            np.asarray(fix_observer, observers.dtype))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,24 +223,30 @@ def run(args: argparse.Namespace) -> int:
         if args.samples_per_frame <= 0:
             raise GazeImportError("--samples-per-frame must be > 0")
         min_samples = max(min_samples, int(math.ceil(0.5 * args.samples_per_frame)))
-    xy, frames, observers, counts = read_samples(args.csv, video.n_frames, video.width,
-                                                 video.height, args.drop_outside)
+    xy, frames, ids, counts = read_samples(args.csv, video.n_frames, video.width,
+                                           video.height, args.drop_outside, args.encoding)
+    observers, source_ids = observer_numbers(ids, args.csv)
     fix_xy, fix_frame, fix_observer = fixations(xy, frames, observers, args.max_dispersion,
                                                 min_samples)
     arrays = {
         "n_frames": np.int32(video.n_frames), "width": np.int32(video.width),
         "height": np.int32(video.height), "fps": np.int32(round(video.fps)),
         "source_fps": np.int32(round(video.fps)),
-        "observer_ids": np.unique(observers).astype(np.int16),
+        "observer_ids": np.unique(observers),
         "source_frame_index": np.arange(1, video.n_frames + 1, dtype=np.int32),
         "samples_xy": xy, "samples_frame": frames, "samples_observer": observers,
         "fix_xy": fix_xy, "fix_frame": fix_frame, "fix_observer": fix_observer,
     }
+    if source_ids is not None:
+        arrays["observer_source_ids"] = source_ids
     with atomic_path(args.out, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        load_gaze(tmp, video.n_frames)  # the schema check the rest of the pipeline applies
+        # the schema and fit checks the rest of the pipeline applies
+        load_gaze(tmp, video.n_frames, size=(video.width, video.height), against=str(args.video))
     with_fix = len(np.unique(fix_frame))
     print(f"wrote {args.out}: {len(arrays['observer_ids'])} observer(s), {len(xy)} samples "
           f"({counts['lost']} lost, {counts['outside']} outside dropped), {len(fix_xy)} "
-          f"fixations on {with_fix} of {video.n_frames} frames")
+          f"fixations on {with_fix} of {video.n_frames} frames"
+          + ("; observers numbered 1..O, their ids (too large for int16) in "
+             "'observer_source_ids'" if source_ids is not None else ""))
     return 0

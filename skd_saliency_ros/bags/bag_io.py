@@ -327,6 +327,19 @@ def camera_info_msg(typestore, hdr, width: int, height: int, hfov_deg: float):
 
 
 # -- video -> bag converter --------------------------------------------------------------
+FLOAT32_EXACT = 2 ** 24  # float32 holds every integer up to this one exactly
+
+
+def _check_observers_fit_float32(gaze) -> None:
+    """Refuse observer ids that Point32.z (float32) would turn into other ids."""
+    ids = gaze.observer_ids[np.abs(gaze.observer_ids) > FLOAT32_EXACT]
+    if ids.size:
+        raise BagError(f"{gaze.path}: observer id(s) {ids[:3].tolist()} cannot be written "
+                       f"exactly as Point32.z (float32 holds integers only up to "
+                       f"{FLOAT32_EXACT}); renumber the observers (gaze-import numbers "
+                       "large ids 1..O)")
+
+
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000  # a fixed epoch: reproducible bags
 
 
@@ -372,6 +385,7 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
                     int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))
             gaze_data = load_gaze(gaze, n_frames=n_video, size=size if all(size) else None,
                                   against=str(video))
+            _check_observers_fit_float32(gaze_data)
         total = n_video if max_frames is None else min(n_video, int(max_frames))
         cam_ns = topic.rsplit("/", 1)[0]
         info_topic = f"{cam_ns}/camera_info"

@@ -171,5 +171,5 @@ def load_gaze(path: Union[str, Path], n_frames: Optional[int] = None,
                       f"[0,{width})x[0,{height}) or not finite", stacklevel=2)
     return GazeData(path=path, width=width, height=height, n_frames=frames, fps=fps,
                     fix_xy=xy[inside], fix_frame=frame[inside].astype(np.int32),
-                    fix_observer=observer[inside].astype(np.int16),
-                    observer_ids=observer_ids.astype(np.int16))
+                    fix_observer=observer[inside].astype(np.int64),
+                    observer_ids=observer_ids.astype(np.int64))  # exact, whatever the ids
