@@ -236,6 +236,54 @@ def test_score_sequence_rejects_bad_frames(car10):
         M.score_frame(bad, 0, gaze)
 
 
+def one_frame_gaze(gaze, path, n_frames=1):
+    """Write car10's real frame-0 fixations as the gaze of an ``n_frames``-frame video."""
+    with np.load(gaze.path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    keep = arrays["fix_frame"] == 0
+    for key in ("fix_xy", "fix_frame", "fix_observer"):
+        arrays[key] = arrays[key][keep]
+    arrays["n_frames"] = np.int32(n_frames)
+    np.savez(path, **arrays)
+    return load_gaze(path)
+
+
+@pytest.mark.parametrize("n_frames", [1, 3])
+def test_sauc_not_available_with_fixations_on_one_frame_only(car10, tmp_path, n_frames):
+    """A 1-frame video (or one frame with fixations): sAUC is None, the rest is scored.
+
+    sAUC draws its negatives from the fixations of other frames; with none there is no
+    sAUC (was: a plain ValueError that ended every CLI in a traceback).
+    """
+    gaze = one_frame_gaze(car10["gaze"], tmp_path / "one.npz", n_frames)
+    sal = car10["maps"][0]
+    result = M.score_sequence([(0, sal)] + [(k, sal) for k in range(1, n_frames)], gaze)
+    assert result["n_frames"] == 1 and result["mean"]["auc_shuffled"] is None
+    assert result["per_frame"][0]["auc_shuffled"] is None
+    full = M.score_frame(sal, 0, car10["gaze"])
+    for key in set(M.METRIC_KEYS) - {"auc_shuffled"}:
+        assert result["mean"][key] == pytest.approx(full[key], abs=1e-12), key
+    with pytest.raises(M.MetricError, match="one.npz: sAUC for frame 0 needs fixations on "
+                                            "another frame"):
+        M.other_fixmap(0, gaze)
+    means = M.mean_over_sources([{**result["mean"], "n_frames": 1},
+                                 {**full, "n_frames": 5}], M.METRIC_KEYS)
+    assert means["auc_shuffled"] == full["auc_shuffled"] and means["n_frames"] == 6
+    assert means["nss"] == pytest.approx((result["mean"]["nss"] + full["nss"]) / 2)
+    assert M.mean_over_sources([{"auc_shuffled": None, "n_frames": 1}],
+                               ["auc_shuffled"])["auc_shuffled"] is None
+
+
+def test_metric_errors_are_user_errors(car10):
+    """Every error the metrics raise on bad data is an SkdError (one line in a CLI)."""
+    from skd_saliency_ros.core.errors import SkdError
+    assert issubclass(M.MetricError, SkdError) and issubclass(M.MetricError, ValueError)
+    with pytest.raises(M.MetricError, match="fixmap has no fixations"):
+        M.nss(car10["maps"][0], np.zeros((4, 4)))
+    with pytest.raises(M.MetricError, match="frame index 469"):
+        M.score_frame(car10["maps"][0], 469, car10["gaze"])
+
+
 # --------------------------------------------------------------- pysaliency cross-check
 
 def pysaliency_reference(tmp_path, **arrays):

@@ -452,6 +452,44 @@ def test_make_bag_refuses_observer_ids_float32_cannot_hold(car10, tmp_path, caps
     assert not out.exists()
 
 
+def test_one_frame_video_scores_without_sauc(car10, model_path, tmp_path):
+    """A 1-frame video and its gaze: every metric but sAUC (not available), exit 0.
+
+    Was: a ValueError traceback ("sAUC needs fixations on another frame").
+    """
+    import cv2
+    cap = cv2.VideoCapture(str(car10[0]))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    video = tmp_path / "one.avi"  # lossless-enough MJPG, one frame
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                             (bgr.shape[1], bgr.shape[0]))
+    writer.write(bgr)
+    writer.release()
+    with np.load(car10[1]) as npz:
+        data = {key: npz[key] for key in npz.files}
+    keep = data["fix_frame"] == 0
+    for key in ("fix_xy", "fix_frame", "fix_observer"):
+        data[key] = data[key][keep]
+    data["n_frames"] = np.int32(1)
+    gaze = tmp_path / "one_gaze.npz"
+    np.savez(gaze, **data)
+    bag = tmp_path / "one_bag"
+    proc = run_cli(["make-bag", "--video", video, "--gaze", gaze, "--out", bag,
+                    "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    report = tmp_path / "one.json"
+    proc = run_cli([bag, "--gaze", gaze, "--no-output", "--model", model_path, "--json",
+                    report, "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sAUC n/a" in proc.stdout and "NSS" in proc.stdout
+    seq = json.loads(report.read_text())["sequences"]["one_bag"]
+    assert seq["scored_frames"] == 1 and seq["metrics"]["auc_shuffled"] is None
+    assert all(isinstance(seq["metrics"][k], float) for k in ("auc_judd", "nss", "cc"))
+    assert json.loads(report.read_text())["overall"]["metrics"]["auc_shuffled"] is None
+
+
 def test_existing_output_refused_then_overwritten(bag, model_path, tmp_path, capsys):
     """An existing output is refused unless --overwrite; then replaced by a complete bag."""
     out = tmp_path / "exists"

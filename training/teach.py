@@ -104,7 +104,7 @@ def print_scores(sources, teachers, args: argparse.Namespace) -> None:
     A temporal teacher's frame 0 is the documented all-zero map and is scored as such.
     """
     import numpy as np
-    from skd_saliency_ros.core.metrics import METRIC_KEYS, score_sequence
+    from skd_saliency_ros.core.metrics import METRIC_KEYS, format_metric, score_sequence
 
     from .datasets import cached_teacher_maps
 
@@ -118,5 +118,5 @@ def print_scores(sources, teachers, args: argparse.Namespace) -> None:
             maps = ((k, np.asarray(stored[k], np.float32) / 255.0) for k in range(n))
             res = score_sequence(maps, source.gaze)
             print(f"{source.name:8s} {teacher.name:20s} "
-                  + " ".join(f"{res['mean'][k]:12.3f}" for k in METRIC_KEYS)
+                  + " ".join(f"{format_metric(res['mean'][k]):>12s}" for k in METRIC_KEYS)
                   + f" {res['n_frames']:6d}")

@@ -249,20 +249,21 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
 # --------------------------------------------------------------------------- reporting
 def overall_metrics(sequences: List[dict]) -> Optional[dict]:
     """Frame-weighted mean over every scored frame of every sequence."""
-    from skd_saliency_ros.core.metrics import METRIC_KEYS
+    from skd_saliency_ros.core.metrics import METRIC_KEYS, mean_defined
     frames = [f for s in sequences for f in s.get("per_frame", [])]
     if not frames:
         return None
-    out = {k: float(np.mean([f[k] for f in frames])) for k in METRIC_KEYS}
+    out = {k: mean_defined([f[k] for f in frames]) for k in METRIC_KEYS}
     out["n_frames"] = len(frames)
     return out
 
 
 def metrics_line(metrics: dict) -> str:
-    """One-line metric summary (same order as the training evaluate table)."""
-    return (f"AUC-J {metrics['auc_judd']:.3f}  sAUC {metrics['auc_shuffled']:.3f}  "
-            f"NSS {metrics['nss']:.3f}  SIM {metrics['sim']:.3f}  CC {metrics['cc']:.3f}  "
-            f"KLD {metrics['kld']:.3f}")
+    """One-line metric summary (same order as the training evaluate table); n/a: undefined."""
+    from skd_saliency_ros.core.metrics import format_metric
+    names = (("auc_judd", "AUC-J"), ("auc_shuffled", "sAUC"), ("nss", "NSS"), ("sim", "SIM"),
+             ("cc", "CC"), ("kld", "KLD"))
+    return "  ".join(f"{label} {format_metric(metrics[key])}" for key, label in names)
 
 
 def summary_line(stats: dict) -> str:

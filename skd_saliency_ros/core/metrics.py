@@ -22,7 +22,8 @@ density map (``sim``, ``cc``, ``kld``).  The conventions, each checked against p
   the same video).  The area is the exact one over all thresholds, ties counting one half
   (pysaliency ``AUC(nonfixations=<Fixations>, thresholds='all')``); MIT's MATLAB code instead
   thresholds at steps of 0.1 and averages 100 random subsets of as many negatives as positives,
-  which is coarser and not deterministic.  Constant map: 0.5.
+  which is coarser and not deterministic.  Constant map: 0.5.  When no other frame of the
+  video has fixations (a 1-frame video) sAUC is not defined: None, and means skip it.
 * CC: Pearson correlation of the map and the density; 0 when either is constant.
 * SIM: both maps min-max normalised (MIT), divided by their sums, sum of the pixel-wise minimum.
 * KLD: ``sum(Q * log(eps + Q / (P + eps)))`` with P, Q the prediction and density divided by
@@ -41,16 +42,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.gaze import GazeData
 from skd_saliency_ros.core.maps import minmax
 
 METRIC_KEYS = ("auc_judd", "auc_shuffled", "nss", "sim", "cc", "kld")
 KLD_EPS = 2.2204e-16  # MATLAB eps as written in the MIT benchmark code
+
+
+class MetricError(SkdError, ValueError):
+    """Data a metric cannot score: empty, NaN or mismatched maps, frames without fixations.
+
+    An SkdError, because the data comes from the user (a gaze file, a video, a model's
+    maps): every CLI reports it as one line, never as a traceback.
+    """
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -59,12 +69,12 @@ def _as_map(arr, name: str) -> np.ndarray:
     """Return ``arr`` as a finite, non-empty 2-D float64 array or raise ValueError."""
     a = np.asarray(arr)
     if a.ndim != 2 or a.size == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
+        raise MetricError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
     if a.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+        raise MetricError(f"{name} must be numeric, got dtype {a.dtype}")
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains {np.count_nonzero(~np.isfinite(a))} NaN/inf value(s)")
+        raise MetricError(f"{name} contains {np.count_nonzero(~np.isfinite(a))} NaN/inf value(s)")
     return a
 
 
@@ -72,16 +82,16 @@ def _fixations(fixmap, name: str = "fixmap") -> np.ndarray:
     """Return a boolean fixation mask with at least one fixation."""
     mask = _as_map(fixmap, name) > 0
     if not mask.any():
-        raise ValueError(f"{name} has no fixations")
+        raise MetricError(f"{name} has no fixations")
     return mask
 
 
 def _density(density) -> np.ndarray:
     d = _as_map(density, "density")
     if d.min() < 0:
-        raise ValueError(f"density has negative values (min {d.min():g})")
+        raise MetricError(f"density has negative values (min {d.min():g})")
     if d.sum() <= 0:
-        raise ValueError("density is all zero (no fixations)")
+        raise MetricError("density is all zero (no fixations)")
     return d
 
 
@@ -109,8 +119,8 @@ def _pixels(points_xy, shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     inside = (np.isfinite(pts).all(axis=1) & (pts[:, 0] >= 0) & (pts[:, 0] < w)
               & (pts[:, 1] >= 0) & (pts[:, 1] < h))
     if not inside.all():
-        raise ValueError(f"{np.count_nonzero(~inside)} of {len(pts)} point(s) fall outside the "
-                         f"{w}x{h} map")
+        raise MetricError(f"{np.count_nonzero(~inside)} of {len(pts)} point(s) fall outside the "
+                          f"{w}x{h} map")
     return np.floor(pts[:, 1]).astype(np.intp), np.floor(pts[:, 0]).astype(np.intp)
 
 
@@ -125,10 +135,10 @@ def fixation_map(points_xy, shape: Tuple[int, int]) -> np.ndarray:
 def density_map(points_xy, shape: Tuple[int, int], sigma: float) -> np.ndarray:
     """Fixation counts blurred by a Gaussian of ``sigma`` pixels, scaled to max 1 (float64)."""
     if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise MetricError(f"sigma must be positive, got {sigma}")
     rows, cols = _pixels(points_xy, shape)
     if rows.size == 0:
-        raise ValueError("density_map needs at least one fixation")
+        raise MetricError("density_map needs at least one fixation")
     counts = np.zeros((int(shape[0]), int(shape[1])), np.float64)
     np.add.at(counts, (rows, cols), 1.0)
     blurred = cv2.GaussianBlur(counts, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma),
@@ -155,7 +165,7 @@ def roc_judd(sal, fixmap) -> Tuple[np.ndarray, np.ndarray]:
     pos = np.sort(s[fix])
     neg = np.sort(s[~fix])
     if neg.size == 0:
-        raise ValueError("fixmap fixates every pixel: AUC-Judd has no negatives")
+        raise MetricError("fixmap fixates every pixel: AUC-Judd has no negatives")
     thresholds = np.unique(pos)[::-1]
     tp = (pos.size - np.searchsorted(pos, thresholds, side="left")) / pos.size
     fp = (neg.size - np.searchsorted(neg, thresholds, side="left")) / neg.size
@@ -176,7 +186,7 @@ def auc_shuffled(sal, fixmap, other_fixmap) -> float:
     fix = _fixations(fixmap)
     other = _fixations(other_fixmap, "other_fixmap")
     if other.shape != fix.shape:
-        raise ValueError(f"other_fixmap shape {other.shape} differs from fixmap {fix.shape}")
+        raise MetricError(f"other_fixmap shape {other.shape} differs from fixmap {fix.shape}")
     s = prepare_saliency(sal, fix.shape)
     neg = np.sort(s[other])
     pos = s[fix]
@@ -225,7 +235,7 @@ class EvalProtocol:
         """Return the evaluation map size (H, W) for a video."""
         h, w = round(gaze.height * self.scale), round(gaze.width * self.scale)
         if h < 1 or w < 1 or self.sigma_frac <= 0 or self.sauc_other_frames < 1:
-            raise ValueError(f"bad EvalProtocol {self} for a {gaze.width}x{gaze.height} video")
+            raise MetricError(f"bad EvalProtocol {self} for a {gaze.width}x{gaze.height} video")
         return h, w
 
 
@@ -256,12 +266,14 @@ class _GroundTruth:
             self._flat[k] = rows * self.shape[1] + cols
         return self._flat[k]
 
-    def other_fixmap(self, k: int) -> np.ndarray:
-        """Union of the fixations of up to ``sauc_other_frames`` frames drawn by (seed, k)."""
+    def other_fixmap(self, k: int) -> Optional[np.ndarray]:
+        """Union of the fixations of up to ``sauc_other_frames`` frames drawn by (seed, k).
+
+        None when no other frame has fixations (a 1-frame video): sAUC is not defined.
+        """
         others = self.with_fixations[self.with_fixations != k]
         if others.size == 0:
-            raise ValueError(f"{self.gaze.path}: sAUC for frame {k} needs fixations on another "
-                             "frame, and there are none")
+            return None
         rng = np.random.default_rng([self.protocol.seed, k])
         n = min(self.protocol.sauc_other_frames, others.size)
         chosen = np.sort(rng.choice(others, size=n, replace=False))
@@ -270,24 +282,33 @@ class _GroundTruth:
             out[self.flat(int(j))] = 1
         return out.reshape(self.shape)
 
-    def score(self, sal, k: int) -> Dict[str, float]:
-        """All six metrics of one prediction for frame ``k``."""
+    def score(self, sal, k: int) -> Dict[str, Optional[float]]:
+        """All six metrics of one prediction for frame ``k`` (sAUC None: not defined)."""
         points = self.points(k)
         if len(points) == 0:
-            raise ValueError(f"{self.gaze.path}: frame {k} has no fixations to score against")
+            raise MetricError(f"{self.gaze.path}: frame {k} has no fixations to score against")
         h, w = self.shape
         s = prepare_saliency(sal, self.shape)
         fix = fixation_map(points, self.shape)
         dens = density_map(points, self.shape, self.protocol.sigma_frac * w)
+        other = self.other_fixmap(k)
         return {"auc_judd": auc_judd(s, fix),
-                "auc_shuffled": auc_shuffled(s, fix, self.other_fixmap(k)),
+                "auc_shuffled": None if other is None else auc_shuffled(s, fix, other),
                 "nss": nss(s, fix), "sim": sim(s, dens), "cc": cc(s, dens), "kld": kld(s, dens)}
 
 
 def other_fixmap(frame_index: int, gaze: GazeData,
                  protocol: EvalProtocol = EvalProtocol()) -> np.ndarray:
-    """Return the sAUC negatives :func:`score_frame` uses for a frame, as a binary eval map."""
-    return _GroundTruth(gaze, protocol).other_fixmap(_frame_index(frame_index, gaze))
+    """Return the sAUC negatives :func:`score_frame` uses for a frame, as a binary eval map.
+
+    Raises MetricError when no other frame has fixations (then sAUC is None).
+    """
+    k = _frame_index(frame_index, gaze)
+    other = _GroundTruth(gaze, protocol).other_fixmap(k)
+    if other is None:
+        raise MetricError(f"{gaze.path}: sAUC for frame {k} needs fixations on another frame, "
+                          "and there are none")
+    return other
 
 
 def score_frame(sal, frame_index: int, gaze: GazeData,
@@ -300,10 +321,10 @@ def score_frame(sal, frame_index: int, gaze: GazeData,
 def _frame_index(frame_index, gaze: GazeData) -> int:
     integer = isinstance(frame_index, (int, np.integer))
     if not integer or isinstance(frame_index, (bool, np.bool_)):
-        raise ValueError(f"frame index must be an integer, got {frame_index!r}")
+        raise MetricError(f"frame index must be an integer, got {frame_index!r}")
     if not 0 <= frame_index < gaze.n_frames:
-        raise ValueError(f"frame index {frame_index} is outside [0, {gaze.n_frames}) of "
-                         f"{gaze.path}")
+        raise MetricError(f"frame index {frame_index} is outside [0, {gaze.n_frames}) of "
+                          f"{gaze.path}")
     return int(frame_index)
 
 
@@ -312,7 +333,9 @@ def score_sequence(maps: Union[Mapping, Iterable[Tuple[int, np.ndarray]]], gaze:
     """Score ``(frame_index, map)`` pairs; average over the frames that have fixations.
 
     Returns ``{"mean": {metric: float}, "n_frames": frames scored, "per_frame": [{"frame_index",
-    metrics...}], "skipped_frames": [indices without fixations]}``.
+    metrics...}], "skipped_frames": [indices without fixations]}``.  A metric that is None
+    for a frame (sAUC without fixations on another frame) is left out of its mean, which is
+    None when no frame has it.
     """
     truth = _GroundTruth(gaze, protocol)
     items = maps.items() if isinstance(maps, Mapping) else maps
@@ -324,18 +347,18 @@ def score_sequence(maps: Union[Mapping, Iterable[Tuple[int, np.ndarray]]], gaze:
     seen = set()
     for item in items:
         if not isinstance(item, Sequence) or len(item) != 2:
-            raise ValueError("maps must be a mapping or an iterable of (frame_index, map) pairs")
+            raise MetricError("maps must be a mapping or an iterable of (frame_index, map) pairs")
         k = _frame_index(item[0], gaze)
         if k in seen:
-            raise ValueError(f"frame {k} is given twice")
+            raise MetricError(f"frame {k} is given twice")
         seen.add(k)
         if len(truth.points(k)) == 0:
             skipped.append(k)
             continue
         per_frame.append({"frame_index": k, **truth.score(item[1], k)})
     if not per_frame:
-        raise ValueError(f"{gaze.path}: none of the {len(seen)} given frame(s) has fixations")
-    mean = {key: float(np.mean([f[key] for f in per_frame])) for key in METRIC_KEYS}
+        raise MetricError(f"{gaze.path}: none of the {len(seen)} given frame(s) has fixations")
+    mean = {key: mean_defined([f[key] for f in per_frame]) for key in METRIC_KEYS}
     return {"mean": mean, "n_frames": len(per_frame), "per_frame": per_frame,
             "skipped_frames": skipped}
 
@@ -346,6 +369,21 @@ def mean_over_sources(rows: Sequence[Mapping], keys: Iterable[str]) -> Dict[str,
     Each sequence counts once, whatever its length (a long clip must not drown a short one):
     the rule of training validation and of ``evaluate --data``.
     """
-    out: Dict[str, float] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    out: Dict[str, Optional[float]] = {k: mean_defined([r[k] for r in rows]) for k in keys}
     out["n_frames"] = int(sum(r["n_frames"] for r in rows))
     return out
+
+
+def mean_defined(values: Iterable[Optional[float]]) -> Optional[float]:
+    """Mean of the values that are defined; None when none is (sAUC of 1-frame videos).
+
+    A metric that is not defined for some frames or sequences is averaged over the others,
+    never read as 0 or NaN.
+    """
+    defined = [float(v) for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def format_metric(value: Optional[float], spec: str = ".3f") -> str:
+    """Return a metric as text for a table or summary line: ``n/a`` when not defined."""
+    return "n/a" if value is None else format(value, spec)
