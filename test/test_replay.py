@@ -490,6 +490,21 @@ def test_one_frame_video_scores_without_sauc(car10, model_path, tmp_path):
     assert json.loads(report.read_text())["overall"]["metrics"]["auc_shuffled"] is None
 
 
+@pytest.mark.parametrize("option,value", [("--fps", "0"), ("--fps", "-5"), ("--fps", "nan"),
+                                          ("--fps", "inf"), ("--max-frames", "0"),
+                                          ("--hfov", "0"), ("--hfov", "180")])
+def test_make_bag_refuses_bad_numbers(car10, tmp_path, capsys, option, value):
+    """Bad --fps, --max-frames or --hfov: one line naming the option, no bag.
+
+    --fps 0 was silently the video's rate, -5 said "pass --fps"; NaN and inf, no frames, a
+    field of view no pinhole has made a bag of nonsense.
+    """
+    out = tmp_path / "b"
+    fails(["make-bag", "--video", car10[0], "--out", out, option, value, "--no-progress"],
+          capsys, option, value)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
 def test_existing_output_refused_then_overwritten(bag, model_path, tmp_path, capsys):
     """An existing output is refused unless --overwrite; then replaced by a complete bag."""
     out = tmp_path / "exists"

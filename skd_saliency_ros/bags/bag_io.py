@@ -14,6 +14,7 @@ half-written bag under the final name.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
@@ -343,6 +344,22 @@ def _check_observers_fit_float32(gaze) -> None:
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000  # a fixed epoch: reproducible bags
 
 
+def _check_numbers(fps: Optional[float], max_frames: Optional[int],
+                   hfov_deg: Optional[float]) -> None:
+    """Refuse numbers that would be ignored or make a bag of nonsense, before any work.
+
+    ``--fps 0`` used to fall back to the container's rate unnoticed, a negative one to a
+    misleading "pass --fps"; NaN or inf would stamp every frame alike.
+    """
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise BagError(f"make-bag: --fps {fps:g} must be a positive, finite frame rate")
+    if max_frames is not None and int(max_frames) < 1:
+        raise BagError(f"make-bag: --max-frames {max_frames} must be >= 1")
+    if hfov_deg is not None and not (math.isfinite(hfov_deg) and 0 < hfov_deg < 180):
+        raise BagError(f"make-bag: --hfov {hfov_deg:g} must be a field of view in (0, 180) "
+                       "degrees")
+
+
 def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/camera/image_raw",
              encoding: str = "rgb8", frame_id: str = "camera_optical_frame",
              max_frames: Optional[int] = None, fps: Optional[float] = None,
@@ -365,6 +382,7 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
         raise BagError(f"make-bag: compress must be png or jpeg, got '{compress}'")
     if encoding not in ("rgb8", "bgr8"):
         raise BagError(f"make-bag: encoding must be rgb8 or bgr8, got '{encoding}'")
+    _check_numbers(fps, max_frames, hfov_deg)
     video = Path(video)
     if not video.is_file():
         raise BagError(f"{video}: no such video file")
@@ -374,8 +392,8 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
     if not cap.isOpened():
         raise BagError(f"{video}: cannot open video (unknown format or corrupt file)")
     try:
-        rate = float(fps) if fps else float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not rate > 0:
+        rate = float(fps) if fps is not None else float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not (math.isfinite(rate) and rate > 0):
             raise BagError(f"{video}: the video does not say its frame rate; pass --fps")
         n_video = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         gaze_data = None
