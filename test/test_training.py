@@ -385,3 +385,21 @@ def test_channels_last_trains_the_same_model(shared_data, cache, tmp_path):
     diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
     assert float(diffs.max()) < 5e-4 and float(diffs.mean()) < 2e-6, \
         (float(diffs.max()), float(diffs.mean()))
+
+
+def test_evaluate_and_transfer_never_write_onto_their_inputs(students, shared_data, cache,
+                                                             tmp_path, capsys):
+    """Evaluate --json onto its gaze file and transfer -o onto its student are refused."""
+    gaze = tmp_path / "g.npz"
+    gaze.write_bytes((shared_data / "uav_gaze" / "car10_gaze.npz").read_bytes())
+    before = gaze.read_bytes()
+    assert main(["evaluate", "--video", str(shared_data / "uav_gaze" / "car10.mp4"),
+                 "--gaze", str(gaze), "--models", "center", "--max-frames", "4",
+                 "--json", str(gaze), "--overwrite", "--no-progress"]) == 2
+    assert "gaze" in capsys.readouterr().err and gaze.read_bytes() == before
+    spatial = students["spatial"]
+    weights = spatial.read_bytes()
+    assert main(["transfer", "--spatial", str(spatial), "--temporal",
+                 str(students["temporal"]), "--overwrite",
+                 *_common(shared_data, cache, spatial)]) == 2
+    assert "--spatial" in capsys.readouterr().err and spatial.read_bytes() == weights

@@ -132,13 +132,9 @@ class VideoSource:
         from skd_saliency_ros.core.gaze import GazeError, load_gaze
 
         try:
-            gaze = load_gaze(self.gaze_path, self.n_frames)
+            return load_gaze(self.gaze_path, self.n_frames, size=(self.width, self.height))
         except GazeError as exc:
             raise DatasetError(f"gaze for {self.path}: {exc}") from exc
-        if (gaze.width, gaze.height) != (self.width, self.height):
-            raise DatasetError(f"{self.gaze_path}: gaze is for a {gaze.width}x{gaze.height} "
-                               f"video but {self.path} is {self.width}x{self.height}")
-        return gaze
 
     # ---- reading ------------------------------------------------------------------------
     def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:

@@ -43,7 +43,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from skd_saliency_ros.core.metrics import mean_over_sources
+from skd_saliency_ros.core.metrics import format_metric, mean_over_sources
+from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.errors import SkdError
 
 
@@ -303,7 +304,7 @@ def score_model(ctx: _Context, name: str, protocol) -> Tuple[Dict[str, Any], Poo
         kept.append((index, saliency))
         roc.add(saliency, gaze.fixations(index), video_size, eval_size)
     result = score_sequence(kept, gaze, protocol)
-    out = {k: float(v) for k, v in result["mean"].items()}
+    out = {k: None if v is None else float(v) for k, v in result["mean"].items()}
     out["n_frames"] = int(result["n_frames"])
     out.update(info)
     out["seconds"] = round(time.time() - started, 2)
@@ -316,7 +317,7 @@ def markdown_table(results: Dict[str, Dict[str, Any]], title: str) -> str:
     lines = [f"**{title}**", "", head, "|" + "---|" * (len(TABLE_COLUMNS) + 3)]
     for name, res in results.items():
         params = res.get("params")
-        cells = [f"{res[k]:.3f}" for k, _ in TABLE_COLUMNS]
+        cells = [format_metric(res[k]) for k, _ in TABLE_COLUMNS]
         cells.append(f"{params / 1e6:.3f}" if params else "-")
         cells.append(str(res["n_frames"]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -346,8 +347,13 @@ def plot_roc(path: Path, rocs: Dict[str, PooledROC], title: str) -> None:
     plt.close(fig)
 
 
-def _outputs(args: argparse.Namespace, roc: bool = True) -> Dict[str, Path]:
-    """Return the files to write (Markdown, ROC beside the JSON by default); never overwrite."""
+def _outputs(args: argparse.Namespace, names: List[str], inputs: List[Tuple[str, Path]],
+             roc: bool = True) -> Dict[str, Path]:
+    """Return the files to write (Markdown, ROC beside the JSON by default).
+
+    The one output-path rule (core/output_paths) before any work: no output on, in or
+    around an input (videos, gaze files, checkpoints, the data), none overwritten unasked.
+    """
     outs = {}
     if args.json:
         outs["json"] = args.json
@@ -360,9 +366,11 @@ def _outputs(args: argparse.Namespace, roc: bool = True) -> Dict[str, Path]:
             outs["markdown"] = args.markdown
         if args.roc:
             outs["roc"] = args.roc
-    for path in outs.values():
-        if path.exists() and not args.overwrite:
-            raise EvaluationError(f"{path}: already exists; pass --overwrite to replace it")
+    check_outputs([Output(f"--{key}", path) for key, path in outs.items()]
+                  + [Output("--cache-dir", args.cache_dir, folder=True, regenerated=True)],
+                  inputs=inputs + [("--data", args.data), ("--data-dir", args.data_dir)]
+                  + [("--models", checkpoint_path(n)) for n in names],
+                  overwrite=args.overwrite)
     return outs
 
 
@@ -406,8 +414,8 @@ def _score_source(args: argparse.Namespace, video: Path, gaze_path: Path, names:
         pooled.neg += roc.neg
         res = results[label]
         print(f"{video.stem:10s} {label:28s} NSS {res['nss']:.3f}  CC {res['cc']:.3f}  AUC-J "
-              f"{res['auc_judd']:.3f}  sAUC {res['auc_shuffled']:.3f}  ({res['n_frames']} "
-              "frames)", flush=True)
+              f"{res['auc_judd']:.3f}  sAUC {format_metric(res['auc_shuffled'])}  "
+              f"({res['n_frames']} frames)", flush=True)
     return results
 
 
@@ -497,7 +505,8 @@ def run_fidelity(args: argparse.Namespace, names: List[str]) -> int:
                                   "default or a centre prior (center, center-uav2); the teacher "
                                   "is --teacher, and its ceiling row comes by itself")
     manifest = _fidelity_clips(args)
-    outs = _outputs(args, roc=False)
+    outs = _outputs(args, names, [("fidelity clip", s.path) for s in manifest.fidelity],
+                    roc=False)
     reference = get_teacher(args.teacher)
     resolutions = {name: int(read_checkpoint(checkpoint_path(name))["resolution"])
                    for name in names if checkpoint_path(name) is not None}
@@ -582,7 +591,8 @@ def run(args: argparse.Namespace) -> int:
     if args.fidelity:
         return run_fidelity(args, names)
     sources = _sources(args)
-    outs = _outputs(args)
+    outs = _outputs(args, names, [(label, path) for _, video, gaze in sources
+                                  for label, path in (("video", video), ("gaze", gaze))])
     protocol = EvalProtocol()
     rocs: Dict[str, PooledROC] = {}
     per_source = {name: _score_source(args, video, gaze, names, protocol, rocs)

@@ -361,11 +361,25 @@ def resume_path(output: Path) -> Path:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Fail before any work when the output or an old run's state is in the way."""
+    """Fail before any work when the output or an old run's state is in the way.
+
+    The one output-path rule (core/output_paths): the checkpoint and the files written beside
+    it never land on, in or around an input (data, students), nor on an existing file
+    unasked; then the resume rules.
+    """
+    from skd_saliency_ros.core.output_paths import Output, check_outputs as check_paths
+
     state = resume_path(args.output)
-    if args.output.exists() and not args.overwrite:
-        raise TrainingError(f"{args.output}: a file already exists there; refusing to "
-                            "overwrite it (pass --overwrite to replace it)")
+    base = args.output.with_suffix("")
+    check_paths([Output("--output", args.output),
+                 Output("history beside --output", base.with_name(base.name + ".history.json")),
+                 Output("curves beside --output", base.with_name(base.name + ".curves.png")),
+                 Output("resume state beside --output", state, regenerated=True),
+                 Output("--cache-dir", args.cache_dir, folder=True, regenerated=True)],
+                inputs=[("--data", args.data), ("--data-dir", args.data_dir),
+                        ("--spatial", getattr(args, "spatial", None)),
+                        ("--temporal", getattr(args, "temporal", None))],
+                overwrite=args.overwrite)
     if args.resume:
         if not state.is_file():
             raise TrainingError(f"{state}: no resume state to continue from (--resume)")
