@@ -639,3 +639,56 @@ def test_make_bag_output_clear_of_its_inputs(car10, tmp_path, capsys):
     fails(["make-bag", "--video", video, "--out", tmp_path, "--overwrite", "--max-frames",
            "2", "--no-progress"], capsys, "--out", "--video")
     assert video.stat().st_size == car10[0].stat().st_size and gaze.is_file()
+
+
+def test_replay_refuses_a_compressed_bomb_and_skips_non_finite_maps(car10, model_path,
+                                                                    tmp_path, capsys):
+    """Replay keeps the node's rules: no decoded bomb, no map from a NaN model.
+
+    A PNG in a bag that declares 16000x16000 is refused from its header, never decoded; a
+    model that gives NaN on real frames writes no map for them (as the node), counted.
+    """
+    import dataclasses
+    import tracemalloc
+
+    from bad_models import nan_off_grey
+    from compressed_bombs import png_header_only
+    from skd_saliency_ros.bags.bag_io import COMPRESSED_TYPE, InputBag, decode_rgb
+    from skd_saliency_ros.ros.image_io import ImageSizeError
+
+    png = tmp_path / "png"
+    assert main(["make-bag", "--video", str(car10[0]), "--out", str(png), "--compress", "png",
+                 "--max-frames", "4", "--hfov", "60", "--no-progress"]) == 0
+    bomb = tmp_path / "bomb"
+    with InputBag(png) as src, OutputBag(bomb) as dst:
+        k = 0
+        for m in src.messages():
+            if m.msgtype == COMPRESSED_TYPE:
+                if k == 2:
+                    msg = dataclasses.replace(m.msg, data=np.frombuffer(png_header_only(),
+                                                                        np.uint8))
+                    dst.write(m.topic, m.msgtype, m.bag_ns, msg)
+                    k += 1
+                    continue
+                k += 1
+            dst.write_raw(m.topic, m.msgtype, m.bag_ns, m.raw, typestore=src.reader.typestore)
+        tracemalloc.start()
+        with pytest.raises(ImageSizeError, match="16000x16000"):
+            decode_rgb(msg, COMPRESSED_TYPE)
+        assert tracemalloc.get_traced_memory()[1] < 16 * 2**20  # nothing was decoded
+        tracemalloc.stop()
+    report = tmp_path / "bomb.json"
+    assert main([str(bomb), "--no-output", "--model", str(model_path), "--json", str(report),
+                 "--no-progress"]) == 0
+    seq = json.loads(report.read_text())["sequences"]["bomb"]
+    assert (seq["frames"], seq["invalid"]) == (3, 1)
+    assert "16000x16000" in capsys.readouterr().err
+
+    nan_model = nan_off_grey(tmp_path / "nan.onnx")
+    out = tmp_path / "nan_out"
+    assert main([str(png), "--out", str(out), "--model", str(nan_model), "--json",
+                 str(tmp_path / "nan.json"), "--no-progress"]) == 0
+    seq = json.loads((tmp_path / "nan.json").read_text())["sequences"]["png"]
+    assert seq["non_finite"] == 4 and "not finite" in capsys.readouterr().err
+    written = read_bag(out)  # one input bag: --out is the output bag itself
+    assert f"{NS}/saliency" not in written and "/camera/image_raw/compressed" in written

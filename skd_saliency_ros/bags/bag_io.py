@@ -212,14 +212,25 @@ def _custom_data(path: Path) -> dict:
         return {}
 
 
-def decode_rgb(msg, msgtype: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a (rosbags or rclpy) Image or CompressedImage message."""
-    from skd_saliency_ros.ros.image_io import (ImageEncodingError, compressed_to_rgb8,
-                                               image_to_rgb8)
+def decode_rgb(msg, msgtype: str, min_size: Optional[int] = None,
+               max_pixels: Optional[int] = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a (rosbags or rclpy) Image or CompressedImage message.
+
+    The node's size rule applies (``min_input_size`` / ``max_input_pixels``, the node's
+    defaults unless given): a compressed image is checked from its header before decoding,
+    so a small file in a bag that declares a huge image is refused, never decoded.
+    """
+    from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_size,
+                                               compressed_to_rgb8, image_to_rgb8)
+    from skd_saliency_ros.ros.params import SPECS
+
+    min_size = SPECS["min_input_size"].default if min_size is None else int(min_size)
+    max_pixels = SPECS["max_input_pixels"].default if max_pixels is None else int(max_pixels)
     if msgtype == IMAGE_TYPE:
+        check_size(int(msg.width), int(msg.height), min_size, max_pixels)
         return image_to_rgb8(msg)
     if msgtype == COMPRESSED_TYPE:
-        return compressed_to_rgb8(msg)
+        return compressed_to_rgb8(msg, min_size, max_pixels)
     raise ImageEncodingError(f"{msgtype} is not an image type")
 
 

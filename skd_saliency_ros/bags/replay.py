@@ -65,6 +65,8 @@ class Settings:
     nms_radius: float = SPECS["nms_radius"].default
     min_score: float = SPECS["min_score"].default
     output_scale: float = SPECS["output_scale"].default
+    min_input_size: int = SPECS["min_input_size"].default
+    max_input_pixels: int = SPECS["max_input_pixels"].default
     extra: Dict[str, object] = field(default_factory=dict)
 
 
@@ -99,7 +101,8 @@ def build_settings(args) -> Settings:
             raise ReplayError(f"{args.params_file}: {reason}")
     settings = Settings()
     for name in ("model_path", "device", "backend", "threads", "max_gap_s", "top_k",
-                 "nms_radius", "min_score", "output_scale"):
+                 "nms_radius", "min_score", "output_scale", "min_input_size",
+                 "max_input_pixels"):
         if name in values:
             setattr(settings, name, values[name])
     for name, attr in (("model", "model_path"), ("device", "device"), ("backend", "backend")):
@@ -162,7 +165,8 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
     from skd_saliency_ros.ros.image_io import ImageEncodingError
     outputs = FrameOutputs(settings)
     ns = args.ns.rstrip("/")
-    stats = {"bag": str(bag_path), "frames": 0, "invalid": 0, "resets": 0, "peaks": 0}
+    stats = {"bag": str(bag_path), "frames": 0, "invalid": 0, "non_finite": 0, "resets": 0,
+             "peaks": 0}
     maps: List = []
     with InputBag(bag_path, topic=args.topic, distro=args.distro) as bag:
         gaze = load_sequence_gaze(gaze_path, bag, args.match) if gaze_path else None
@@ -187,6 +191,13 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
                 for (k, m, rgb, stamp, cam), result in zip(pending, results):
                     cam = infos.get(stamp, cam)
                     stats["frames"] += 1
+                    if not result.finite:  # as the node: no output, never an all-zero map
+                        stats["non_finite"] += 1
+                        if stats["non_finite"] <= 3:
+                            print(f"{PROG}: {bag_path}: image {k}: the model's map is not "
+                                  "finite (NaN or inf); no output for it", file=sys.stderr)
+                        bar.update(1)
+                        continue
                     stats["resets"] += int(result.reset_reason is not None and k > 0)
                     if writing or matcher is None:
                         msgs, peaks = outputs.build(result, (rgb.shape[1], rgb.shape[0]),
@@ -216,7 +227,8 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settin
                     obag.write_raw(m.topic, m.msgtype, m.bag_ns, m.raw,
                                    typestore=bag.reader.typestore)
                 try:
-                    rgb = decode_rgb(m.msg, m.msgtype)
+                    rgb = decode_rgb(m.msg, m.msgtype, settings.min_input_size,
+                                     settings.max_input_pixels)
                 except ImageEncodingError as exc:
                     stats["invalid"] += 1
                     bar.update(1)
@@ -272,6 +284,8 @@ def summary_line(stats: dict) -> str:
             f"({stats['fps']} frames/s)")
     if stats.get("invalid"):
         line += f", {stats['invalid']} invalid"
+    if stats.get("non_finite"):
+        line += f", {stats['non_finite']} non-finite maps (no output)"
     if stats.get("metrics"):
         line += f"; {metrics_line(stats['metrics'])} ({stats['scored_frames']} scored)"
     return line
