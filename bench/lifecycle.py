@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     """Run the cycles; print the summary, write JSON and the doc section."""
     from skd_saliency_ros.core.errors import run_reporting_user_errors
     from skd_saliency_ros.core.output_paths import Output, check_outputs
-    from training.bench_report import command_line, replace_section
+    from training.bench_report import command_line, write_json_and_doc
 
     parser = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -296,12 +296,8 @@ def main(argv=None) -> int:
         result.update(command=command_line(), date=datetime.date.today().isoformat(),
                       loadavg=" ".join(f"{v:.2f}" for v in os.getloadavg()))
         print(json.dumps(summary(result)), flush=True)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=1))
-        if args.doc:
-            replace_section(args.doc, SECTION, doc_section(result))
-            print(f"wrote {args.doc}")
+        write_json_and_doc(result, args.json, args.doc, SECTION,
+                           doc_section(result) if args.doc else "")
         return 0
 
     return run_reporting_user_errors("python -m bench.lifecycle", body)

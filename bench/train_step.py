@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
     """Time the variants; print, and write JSON / the doc section."""
     from skd_saliency_ros.core.errors import run_reporting_user_errors
     from skd_saliency_ros.core.output_paths import Output, check_outputs
-    from training.bench_report import replace_section
+    from training.bench_report import write_json_and_doc
 
     parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__)
     parser.add_argument("--arch", default="skd-paper")
@@ -153,12 +152,8 @@ def main(argv=None) -> int:
                   "times": time_steps(args)}
         for name, r in result["times"].items():
             print(f"{name:22s} {r['median_ms']:8.1f} ms (p90 {r['p90_ms']:.1f})", flush=True)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=1))
-        if args.doc:
-            replace_section(args.doc, SECTION, doc_section(result))
-            print(f"wrote {args.doc}")
+        write_json_and_doc(result, args.json, args.doc, SECTION,
+                           doc_section(result) if args.doc else "")
         return 0
 
     return run_reporting_user_errors("python -m bench.train_step", body)

@@ -9,11 +9,12 @@ so docs/BENCHMARKS.md keeps its hand-written parts and a re-run replaces only th
 from __future__ import annotations
 
 import math
+import json
 import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from skd_saliency_ros.core.errors import SkdError
 
@@ -175,6 +176,17 @@ def replace_section(doc: Path, name: str, body: str) -> Path:
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
     return doc
+
+
+def write_json_and_doc(result: dict, json_path: Optional[Path] = None,
+                       doc: Optional[Path] = None, section: str = "", body: str = "") -> None:
+    """Write a bench's result as JSON and/or its Markdown section (each only when asked)."""
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+    if doc:
+        replace_section(doc, section, body)
+        print(f"wrote {doc}")
 
 
 def command_line() -> str:
