@@ -148,6 +148,15 @@ class Client:
             time.sleep(0.1)
         raise AssertionError(f"node did not connect within {timeout} s:\n{node.output}")
 
+    def wait_matched(self, pub, node: NodeProcess, timeout: float = 120.0) -> None:
+        """Wait until the node subscribes to ``pub`` and publishes ``~/saliency`` to us."""
+        end = time.monotonic() + timeout
+        while pub.get_subscription_count() == 0 or \
+                self.subs["saliency"].get_publisher_count() == 0:
+            assert node.alive() and time.monotonic() < end, node.output[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)  # let both directions finish matching
+
     def wait_for(self, name: str, stamp: tuple, timeout: float = 30.0) -> bool:
         """Wait until an output ``name`` with header stamp ``stamp`` arrived."""
         end = time.monotonic() + timeout
@@ -250,6 +259,17 @@ def image_to_array(msg) -> np.ndarray:
     if msg.encoding == "bgr8":
         return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
     raise AssertionError(f"unexpected output encoding {msg.encoding}")
+
+
+def run_node_to_exit(env: Dict[str, str], model_path, timeout: float = 120.0):
+    """Start the node with ``model_path`` and the shipped config; (exit code, its output)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args", "--params-file",
+         str(PARAMS_FILE), "-p", f"model_path:={model_path}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 def model_params() -> List[str]:

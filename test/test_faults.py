@@ -8,7 +8,6 @@ stops with a FATAL line), never run it, and never advise ``weights_only=False``.
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from node_harness import run_node_to_exit
 from skd_saliency_ros.bags.replay import main as replay_main
 from training.__main__ import main as training_main
 
@@ -78,12 +78,8 @@ def test_hostile_checkpoint_refused_by_replay(hostile, shared_data, tmp_path, ca
 def test_hostile_checkpoint_stops_the_node(hostile, ros_env):
     """The node stops at start-up with one FATAL line naming the file; the pickle never runs."""
     path, marker = hostile
-    proc = subprocess.run(
-        [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args", "--params-file",
-         str(REPO / "config" / "saliency.yaml"), "-p", f"model_path:={path}"],
-        cwd=REPO, env=ros_env, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out
+    returncode, out = run_node_to_exit(ros_env, path)
+    assert returncode == 1, out
     fatal = [line for line in out.splitlines() if "FATAL" in line or "ERROR" in line]
     assert len(fatal) == 1 and str(path) in fatal[0], out
     _check(out, path, marker)

@@ -6,8 +6,6 @@ backend that will serve and must refuse it with one SkdError naming the file; th
 then stops with one FATAL line (exit 1), saliency_replay with one line (exit 2).
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import torch
 
 from bad_models import UNSERVABLE, float16_input, log_of_negative
+from node_harness import run_node_to_exit
 from skd_saliency_ros.core.checkpoint import save_checkpoint
 from skd_saliency_ros.core.engine import SaliencyEngine
 from skd_saliency_ros.core.errors import SkdError
@@ -72,12 +71,8 @@ def test_replay_refuses_an_unservable_model_with_exit_2(shared_data, tmp_path, c
 def test_node_stops_on_an_unservable_model(ros_env, tmp_path):
     """The node stops at start-up: one FATAL line naming the file, exit 1, no traceback."""
     path = float16_input(tmp_path / "half.onnx")
-    proc = subprocess.run(
-        [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args", "--params-file",
-         str(REPO / "config" / "saliency.yaml"), "-p", f"model_path:={path}"],
-        cwd=REPO, env=ros_env, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out
+    returncode, out = run_node_to_exit(ros_env, path)
+    assert returncode == 1, out
     errors = [line for line in out.splitlines() if "FATAL" in line or "ERROR" in line]
     assert len(errors) == 1 and str(path) in errors[0] and "cannot run" in errors[0], out
     assert "Traceback" not in out and "processing failed" not in out, out

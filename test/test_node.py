@@ -343,12 +343,7 @@ def test_compressed_transport_answers_real_jpeg_frames(ros_env, shared_data):
                                        QoSProfile(depth=50,
                                                   reliability=ReliabilityPolicy.RELIABLE))
     try:
-        end = time.monotonic() + 120
-        while pub.get_subscription_count() == 0 or \
-                client.subs["saliency"].get_publisher_count() == 0:
-            assert node.alive() and time.monotonic() < end, node.output[-3000:]
-            time.sleep(0.1)
-        time.sleep(0.5)
+        client.wait_matched(pub, node)
         sent = []
         for k, frame in enumerate(frames):
             msg = CompressedImage(format="jpeg")

@@ -148,12 +148,7 @@ def test_compressed_bombs_are_refused_before_decoding(ros_env, shared_data):
                                        QoSProfile(depth=10,
                                                   reliability=ReliabilityPolicy.RELIABLE))
     try:
-        end = time.monotonic() + 120
-        while pub.get_subscription_count() == 0 or \
-                client.subs["saliency"].get_publisher_count() == 0:
-            assert node.alive() and time.monotonic() < end, node.output[-3000:]
-            time.sleep(0.1)
-        time.sleep(0.5)
+        client.wait_matched(pub, node)
         stamp, valid = 300.0, []
 
         def send(fmt, data):
