@@ -2,6 +2,7 @@
 # The runs of docs/SELECTION_RULE.md, in two lanes of one thread each (a 2-core machine).
 #   bash tools/selection_runs.sh lane1|lane2|finalists ID...|length   (from the repository root)
 #   bash tools/selection_runs.sh screen1|screen2|fidelity-final ID       (issue 18's round)
+#   bash tools/selection_runs.sh ship R0|R1                              (the shipping round)
 # Each run is skipped when its checkpoint exists and resumed when its resume state exists,
 # so the script can be started again after an interruption. Logs: runs/tinyhd/<run>.log.
 set -euo pipefail
@@ -73,11 +74,32 @@ fid() {  # fid OUTPUT ARGS...: one run of the fidelity round (bf16 unless told o
   echo "$(date +%T) done $out: $(tail -1 "${out%.pt}.log")"
 }
 
+# The shipping round (docs/SELECTION_RULE.md, "Shipping round"): float32, 4,000 steps, seed 0.
+ship_run() {  # ship_run R0|R1
+  local seed=0 steps=4000 o=$OUT/ship_$1_s0_4000.pt
+  case $1 in
+    R0) fid32 "$o" --arch skd-paper --loss l2 ;;
+    R1) fid32 "$o" --arch skd-paper --loss kld ;;
+    *) echo "unknown shipping run $1" >&2; exit 2 ;;
+  esac
+}
+fid32() {  # fid32 OUTPUT ARGS...: fid without autocast
+  local out=$1; shift
+  if [[ -f $out ]]; then echo "have $out"; return; fi
+  local resume=()
+  [[ -f ${out%.pt}.resume.pt ]] && resume=(--resume)
+  echo "$(date +%T) start $out"
+  $PY -m training "${FID[@]}" --autocast none --seed "$seed" --steps "$steps" "$@" \
+      -o "$out" "${resume[@]}" >> "${out%.pt}.log" 2>&1
+  echo "$(date +%T) done $out: $(tail -1 "${out%.pt}.log")"
+}
+
 case ${1:-} in
   screen1) for id in S1 S3 S5; do fidelity_run "$id" 0 1000; done ;;
   screen2) for id in S2 S4 S6; do fidelity_run "$id" 0 1000; done ;;
   fidelity-final) fidelity_run "$2" "$3" 2000 ;;  # the budget amendment: 2,000 steps
   bf16-check) fidelity_run S2f 0 1000 ;;
+  ship) ship_run "$2" ;;  # the shipping round: R0 (l2) or R1 (kld), float32, 4,000 steps
   lane1) for id in A D B; do candidate "$id" 0; done ;;
   lane2) for id in C E F G; do candidate "$id" 0; done ;;
   finalists) shift; for id in "$@"; do for seed in 1 2; do candidate "$id" "$seed"; done; done ;;
