@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     """Run the cycles; print the summary, write JSON and the doc section."""
     from skd_saliency_ros.core.errors import run_reporting_user_errors
     from skd_saliency_ros.core.output_paths import Output, check_outputs
-    from training.bench_report import command_line, write_json_and_doc
+    from bench.report import command_line, write_json_and_doc
 
     parser = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,6 +1,6 @@
 """Node overhead benchmark: what the saliency node costs on top of the image transport.
 
-``python -m training bench --node`` (or ``python -m bench.node_bench``).  For each image size
+``python -m bench.node_bench`` (or ``python -m bench.models --node``).  For each image size
 and run it measures two chains on one host, same ROS domain, shared-memory Fast DDS profile
 (config/fastdds_shm.xml):
 
@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from skd_saliency_ros.core.errors import run_reporting_user_errors
 from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.processes import LoggedProcess, ros_child_env
-from training.bench_backends import BenchError  # the one benchmark error (model and node)
+from bench.backends import BenchError  # the one benchmark error (model and node)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "saliency.yaml"
@@ -44,7 +44,7 @@ SECTION = "bench:node"
 
 
 def add_node_arguments(parser) -> None:
-    """Options of the node benchmark (shared by the training CLI and this module)."""
+    """Options of the node benchmark (shared by bench.models --node and this module)."""
     parser.add_argument("--sizes", default="640x480,1280x720,1920x1080",
                         help="comma list of WxH (default 640x480,1280x720,1920x1080)")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate, Hz (30)")
@@ -232,8 +232,8 @@ def check_model(model: str) -> None:
 
 
 def command_line() -> str:
-    """How this run was started (see training.bench_report.command_line)."""
-    from training.bench_report import command_line as bench_command_line
+    """How this run was started (see bench.report.command_line)."""
+    from bench.report import command_line as bench_command_line
 
     return bench_command_line()
 
@@ -301,7 +301,7 @@ def run_node_bench(args) -> Dict[str, Any]:
 
 def doc_section(result: Dict[str, Any]) -> str:
     """Markdown for docs/BENCHMARKS.md: command, conditions and the per-size table."""
-    from training.bench_report import md_table
+    from bench.report import md_table
 
     meta = result["meta"]
     rows = []
@@ -354,7 +354,7 @@ def run(args) -> int:
         print(f"wrote {out}")
     doc = getattr(args, "doc", None)
     if doc is not None:
-        from training.bench_report import replace_section
+        from bench.report import replace_section
 
         replace_section(doc, args.node_section, doc_section(result))
         print(f"updated {doc}")
@@ -362,7 +362,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m bench.node_bench``: the same as ``python -m training bench --node``."""
+    """``python -m bench.node_bench``: the same as ``python -m bench.models --node``."""
     parser = argparse.ArgumentParser(prog="python -m bench.node_bench", description=__doc__)
     add_node_arguments(parser)
     parser.add_argument("--json", type=Path, default=None)

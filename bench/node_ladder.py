@@ -59,7 +59,7 @@ def run_ladder(args) -> Dict[str, Any]:
 
 def doc_section(ladder: Dict[str, Any]) -> str:
     """Markdown: the command, then one row per step and size."""
-    from training.bench_report import md_table
+    from bench.report import md_table
 
     rows = []
     for step in ladder["steps"]:
@@ -141,7 +141,7 @@ def _run(args) -> int:
     if args.plot:
         print(f"wrote {plot_ladder(ladder, args.plot)}")
     if args.doc:
-        from training.bench_report import replace_section
+        from bench.report import replace_section
 
         replace_section(args.doc, SECTION, text)
         print(f"updated {args.doc}")

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
 
     from skd_saliency_ros.core.errors import run_reporting_user_errors
     from skd_saliency_ros.core.output_paths import Output, check_outputs
-    from training.bench_report import command_line, replace_section
+    from bench.report import command_line, replace_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=10.0)

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     """Time the variants; print, and write JSON / the doc section."""
     from skd_saliency_ros.core.errors import run_reporting_user_errors
     from skd_saliency_ros.core.output_paths import Output, check_outputs
-    from training.bench_report import write_json_and_doc
+    from bench.report import write_json_and_doc
 
     parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__)
     parser.add_argument("--arch", default="skd-paper")

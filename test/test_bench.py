@@ -19,7 +19,7 @@ import torch
 
 from skd_saliency_ros.core.checkpoint import save_checkpoint
 from skd_saliency_ros.core.models import ARCHITECTURES, KINDS, build_model, fold_batchnorm
-from training.__main__ import main as training_main
+from bench.models import main as bench_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--resolutions", "64", "--batch", "2", "--repeats", "2", "--min-time", "0",
@@ -33,8 +33,9 @@ def _env():
     return env
 
 
-def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO_ROOT,
+def _cli(module, *args, timeout=600):
+    """Run ``python -m <module> <args>`` (bench.models, training, ...) in a child process."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
                           env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -52,9 +53,9 @@ def test_bench_smoke_json_doc_and_plot(tmp_path, fast_checkpoint):
     """A few iterations of every CPU backend: summary keys, rows, doc section, plot."""
     out, doc = tmp_path / "bench.json", tmp_path / "BENCH.md"
     doc.write_text("# hand-written intro\n\nkept as it is\n")
-    rc = training_main(["bench", "--models", "skd-fast,default", "--default-model",
-                        str(fast_checkpoint), "--backends", "torch,torch-jit,onnxruntime",
-                        "--json", str(out), "--doc", str(doc), *QUICK])
+    rc = bench_main(["--models", "skd-fast,default", "--default-model",
+                     str(fast_checkpoint), "--backends", "torch,torch-jit,onnxruntime",
+                     "--json", str(out), "--doc", str(doc), *QUICK])
     assert rc == 0
     result = json.loads(out.read_text())
     summary = result["summary"]
@@ -74,8 +75,8 @@ def test_bench_smoke_json_doc_and_plot(tmp_path, fast_checkpoint):
     assert "<!-- bench:models:begin -->" in text and "fps_cpu1_r64_default" in text
     assert (tmp_path / "bench_fps_vs_r.png").stat().st_size > 1000
     # a second run replaces the section instead of appending another one
-    assert training_main(["bench", "--models", "skd-fast", "--backends", "torch",
-                          "--doc", str(doc), *QUICK]) == 0
+    assert bench_main(["--models", "skd-fast", "--backends", "torch",
+                       "--doc", str(doc), *QUICK]) == 0
     assert doc.read_text().count("<!-- bench:models:begin -->") == 1
 
 
@@ -83,12 +84,12 @@ def test_bench_refuses_model_it_cannot_load(tmp_path):
     """A corrupt or missing checkpoint stops the bench with its name, exit 2, no numbers."""
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
-    proc = _cli("bench", "--models", str(bad), "--backends", "torch", *QUICK)
+    proc = _cli("bench.models", "--models", str(bad), "--backends", "torch", *QUICK)
     assert proc.returncode == 2
     assert f"model '{bad}': cannot load it" in proc.stderr
     assert "fps" not in proc.stdout  # nothing reported
-    proc = _cli("bench", "--models", "default", "--default-model", str(tmp_path / "none.pt"),
-                "--backends", "torch", *QUICK)
+    proc = _cli("bench.models", "--models", "default", "--default-model",
+                str(tmp_path / "none.pt"), "--backends", "torch", *QUICK)
     assert proc.returncode == 2 and "no such file" in proc.stderr
 
 
@@ -96,14 +97,14 @@ def test_bench_refuses_missing_or_unknown_backend():
     """A requested backend that is not installed or unknown is refused, exit 2."""
     # onnxruntime made unimportable in the child: the real ImportError path of the bench.
     code = ("import sys; sys.modules['onnxruntime'] = None; "
-            "from training.__main__ import main; "
+            "from bench.models import main; "
             "sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, "bench", "--models", "skd-fast",
+    proc = subprocess.run([sys.executable, "-c", code, "--models", "skd-fast",
                            "--backends", "torch,onnxruntime", *QUICK], cwd=REPO_ROOT,
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "backend 'onnxruntime' was requested but is not available" in proc.stderr
-    proc = _cli("bench", "--models", "skd-fast", "--backends", "tensorrt", *QUICK)
+    proc = _cli("bench.models", "--models", "skd-fast", "--backends", "tensorrt", *QUICK)
     assert proc.returncode == 2 and "unknown backend 'tensorrt'" in proc.stderr
 
 
@@ -134,7 +135,7 @@ def test_fold_batchnorm_matches(arch):
 def test_export_cli_matches_torch_on_real_frames(tmp_path, fast_checkpoint, shared_data):
     """Export writes an ONNX file equal to torch on real frames and refuses to overwrite."""
     out = tmp_path / "fast.onnx"
-    proc = _cli("export", "--model", str(fast_checkpoint), "--out", str(out))
+    proc = _cli("training", "export", "--model", str(fast_checkpoint), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "on a real car10 frame pair" in proc.stdout
     diff = float(proc.stdout.split("max |onnxruntime - torch| on a real car10 frame pair: ")[1]
@@ -144,9 +145,9 @@ def test_export_cli_matches_torch_on_real_frames(tmp_path, fast_checkpoint, shar
 
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props["arch"] == "skd-fast" and props["resolution"] == "64"
-    again = _cli("export", "--model", str(fast_checkpoint), "--out", str(out))
+    again = _cli("training", "export", "--model", str(fast_checkpoint), "--out", str(out))
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
-    missing = _cli("export", "--model", str(tmp_path / "nope.pt"), "--out",
+    missing = _cli("training", "export", "--model", str(tmp_path / "nope.pt"), "--out",
                    str(tmp_path / "x.onnx"))
     assert missing.returncode == 2 and "no such checkpoint file" in missing.stderr
     assert not (tmp_path / "x.onnx").exists()
@@ -155,7 +156,7 @@ def test_export_cli_matches_torch_on_real_frames(tmp_path, fast_checkpoint, shar
 def test_node_bench_smoke(tmp_path, fast_checkpoint, shared_data):
     """One short run of both chains at 1280x720 with the real node: summary keys present."""
     out = tmp_path / "node.json"
-    proc = _cli("bench", "--node", "--sizes", "1280x720", "--node-runs", "1",
+    proc = _cli("bench.models", "--node", "--sizes", "1280x720", "--node-runs", "1",
                 "--node-warmup", "1", "--node-duration", "2", "--node-model",
                 str(fast_checkpoint), "--node-json", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -171,7 +172,7 @@ def test_node_bench_smoke(tmp_path, fast_checkpoint, shared_data):
 
 def test_node_bench_refuses_missing_model(tmp_path):
     """The node bench refuses a model file that does not exist."""
-    proc = _cli("bench", "--node", "--node-model", str(tmp_path / "none.pt"), "--sizes",
+    proc = _cli("bench.models", "--node", "--node-model", str(tmp_path / "none.pt"), "--sizes",
                 "640x480", "--no-progress")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
@@ -241,3 +242,27 @@ def test_soak_smoke_two_cameras(tmp_path, fast_checkpoint, shared_data):
     bad = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0"],
                          cwd=REPO_ROOT, env=_env(), capture_output=True, text=True)
     assert bad.returncode == 2 and "--minutes and --sample-s must be > 0" in bad.stderr
+
+
+def test_generated_doc_names_the_bench_command(tmp_path, monkeypatch):
+    """The doc section says how to re-run it: ``python -m bench.<module>`` and its options."""
+    from bench import report
+
+    monkeypatch.setattr(sys, "argv", [str(REPO_ROOT / "bench" / "teacher.py"), "--models",
+                                      "a b.pt"])
+    assert report.command_line() == "python -m bench.teacher --models 'a b.pt'"
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest", "-q"])
+    assert report.command_line() == "a bench called in-process (by /usr/bin/pytest)"
+    doc = tmp_path / "B.md"
+    proc = _cli("bench.models", "--models", "skd-fast", "--backends", "torch", "--doc",
+                str(doc), *QUICK)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("Generated by `python -m bench.models --models skd-fast --backends torch --doc "
+            f"{doc} --resolutions 64") in doc.read_text()
+
+
+def test_teacher_bench_refuses_bad_numbers():
+    """``python -m bench.teacher`` refuses a run it cannot time, exit 2, one line."""
+    proc = _cli("bench.teacher", "--teachers", "", "--repeats", "0")
+    assert proc.returncode == 2
+    assert "python -m bench.teacher: error: --repeats must be >= 1" in proc.stderr

@@ -1,10 +1,11 @@
 """One CLI for the offline pipeline: ``python -m training <step> ...``.
 
 Steps, in the order of docs/TRAINING.md: teach (cache teacher maps), distill (step 1, one
-student), transfer (step 2, fused model), evaluate (metric tables, ROC plot), bench (speed
-tables), export (ONNX).  Each step is a module with ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their step runs, so one step's missing
-dependency never breaks another.
+student), transfer (step 2, fused model), evaluate (metric tables, ROC plot), export (ONNX).
+The speed tables are the benchmarks' (``python -m bench.models``, ``python -m
+bench.teacher``: bench/ imports training, never the other way).  Each step is a module with
+``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when their step
+runs, so one step's missing dependency never breaks another.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ STEPS = {
     "distill": ("training.distill", "step 1: distil a spatial or temporal student"),
     "transfer": ("training.transfer", "step 2: train the fused model from the two students"),
     "evaluate": ("training.evaluate", "score models on a video with gaze (Table I, ROC)"),
-    "bench": ("training.bench", "speed and memory tables (Table V)"),
-    "bench-teacher": ("training.bench_teacher", "the student's speed next to its deep "
-                      "teachers' (one thread, batch 1)"),
     "export": ("training.export", "export a checkpoint to ONNX"),
     "gaze-import": ("training.gaze_import", "convert a gaze CSV (frame, x, y, observer) to "
                     "the bundle's .npz schema"),

@@ -1,8 +1,8 @@
-"""Models and inference backends of the speed benchmark (``python -m training bench``).
+"""Models and inference backends of the speed benchmark (``python -m bench.models``).
 
 One job: turn a model name into a loaded model, and a (model, backend, R, batch, threads)
-cell into a zero-argument callable that runs one inference, so bench.py can time every
-backend the same way.  A model that cannot be loaded or a backend that is not installed
+cell into a zero-argument callable that runs one inference, so bench/models.py can time
+every backend the same way.  A model that cannot be loaded or a backend that is not installed
 raises BenchError with the reason; nothing is silently skipped.
 """
 

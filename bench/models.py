@@ -1,4 +1,4 @@
-"""``python -m training bench``: speed and memory of the fused models (paper Table V layout).
+"""``python -m bench.models``: speed and memory of the fused models (paper Table V layout).
 
 For every backend, resolution R, batch size (1 and ``--batch``) and thread count (1 and all
 cores) it times every requested model, always including the paper-faithful reference
@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -32,16 +33,17 @@ from typing import Any, Callable, Dict, List
 import torch
 
 from skd_saliency_ros.core.checkpoint import code_version
-from training.bench_backends import (BACKEND_NOTES, BenchError, BenchModel, CellRunner,
-                                     all_threads, check_backends, load_bench_model,
-                                     model_stats)
-from training import bench_report
-from training.bench_report import command_line
+from skd_saliency_ros.core.errors import run_reporting_user_errors
+from bench import node_bench
+from bench import report as bench_report
+from bench.backends import (BACKEND_NOTES, BenchError, BenchModel, CellRunner, all_threads,
+                            check_backends, load_bench_model, model_stats)
+from bench.report import command_line
 
 DEFAULT_MODELS = "skd-paper-prior,skd-fast,default"
 SECTION = "bench:models"
 
-__all__ = ["BenchError", "add_arguments", "run", "run_model_bench"]
+__all__ = ["BenchError", "add_arguments", "main", "run", "run_model_bench"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +80,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None,
                         help="FPS-vs-R PNG (default: bench_fps_vs_r.png next to --doc)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    from bench import node_bench
-
     group = parser.add_argument_group("node benchmark (--node)")
     group.add_argument("--node", action="store_true",
                        help="run the ROS node overhead benchmark instead of the model bench")
@@ -350,10 +350,8 @@ def check_report_paths(args) -> None:
 
 
 def run(args) -> int:
-    """Entry point of ``python -m training bench``."""
+    """Run the model bench (or, with --node, the node bench); report what was asked for."""
     if args.node:
-        from bench import node_bench
-
         return node_bench.run(args)
     check_report_paths(args)
     result = run_model_bench(args)
@@ -370,3 +368,16 @@ def run(args) -> int:
         bench_report.replace_section(args.doc, SECTION, doc_section(result, plot, args.doc))
         print(f"updated {args.doc}")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m bench.models [options]``: user errors exit 2 with one line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.models",
+                                     description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_reporting_user_errors("python -m bench.models", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

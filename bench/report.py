@@ -1,7 +1,8 @@
 """Turn a benchmark result dict into Markdown tables, a FPS-vs-R plot and a doc section.
 
-One job: presentation.  The numbers come from bench.py (model bench) or
-bench/node_bench.py (node bench); this module never measures anything.  Generated text
+One job: presentation.  The numbers come from bench/models.py (model bench), the node
+benches (bench/node_bench.py, node_ladder.py, soak.py, lifecycle.py) and
+bench/train_step.py; this module never measures anything.  Generated text
 goes between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers of a Markdown file,
 so docs/BENCHMARKS.md keeps its hand-written parts and a re-run replaces only the tables.
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from skd_saliency_ros.core.errors import SkdError
+
+BENCH_DIR = Path(__file__).resolve().parent
 
 
 class ReportError(SkdError, ValueError):
@@ -190,11 +193,13 @@ def write_json_and_doc(result: dict, json_path: Optional[Path] = None,
 
 
 def command_line() -> str:
-    """How this run was started, for the record (the CLI's own argv when run from it)."""
+    """How this run was started, for the record: ``python -m bench.<module> <its options>``.
+
+    Written into every generated doc section and JSON, so a reader can re-run it.  A bench
+    called in-process (a test, another script) says so instead of inventing a command.
+    """
     argv = sys.argv
-    if len(argv) > 1 and argv[1] == "bench":
-        return "python -m training " + " ".join(shlex.quote(a) for a in argv[1:])
-    for module in ("node_bench", "node_ladder", "soak", "lifecycle"):
-        if argv and argv[0].endswith(f"{module}.py"):
-            return f"python -m bench.{module} " + " ".join(shlex.quote(a) for a in argv[1:])
-    return "python -m training bench (called in-process: " + " ".join(argv[:1]) + ")"
+    script = Path(argv[0]) if argv and argv[0] else None
+    if script is not None and script.suffix == ".py" and script.resolve().parent == BENCH_DIR:
+        return f"python -m bench.{script.stem} " + " ".join(shlex.quote(a) for a in argv[1:])
+    return "a bench called in-process (by " + " ".join(argv[:1]) + ")"

@@ -1,4 +1,4 @@
-"""``python -m training bench-teacher``: the student's speed next to its teachers'.
+"""``python -m bench.teacher``: the student's speed next to its teachers'.
 
 What distillation buys is a measured ratio, not a claim: the deep teachers (ONNX, as the
 teach step runs them) and student checkpoints (ONNX export, as the node runs them with
@@ -14,12 +14,16 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from skd_saliency_ros.core.errors import run_reporting_user_errors
 from skd_saliency_ros.core.output_paths import Output, check_outputs
+from bench.backends import BenchError
+from bench.models import time_cell  # the one round-robin timer of every benchmark
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _teacher_runner(spec: str):
     from skd_saliency_ros.core.onnx_runtime import ort_session
-
-    from .bench_backends import BenchError
-    from .teachers import GenericTeacher, get_teacher
+    from training.teachers import GenericTeacher, get_teacher
 
     teacher = get_teacher(spec)
     if not isinstance(teacher, GenericTeacher) or teacher.model_path.suffix != ".onnx":
@@ -75,9 +77,6 @@ def _student_runner(name: str, workdir: Path):
 
 def run(args: argparse.Namespace) -> int:
     """Time teachers and students; print a table; write JSON."""
-    from .bench import time_cell  # the one round-robin timer of every benchmark
-    from .bench_backends import BenchError
-
     if args.repeats < 1 or args.min_time <= 0:
         raise BenchError("--repeats must be >= 1 and --min-time > 0")
     teachers = [s.strip() for s in args.teachers.split(",") if s.strip()]
@@ -114,8 +113,21 @@ def run(args: argparse.Namespace) -> int:
             "rows": rows, "threads": 1, "batch": 1, "backend": "onnxruntime CPU",
             "machine": {"cpu": platform.processor() or platform.machine(),
                         "python": platform.python_version()},
-            "command": "python -m training bench-teacher " + " ".join(
+            "command": "python -m bench.teacher " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                 if k in ("teachers", "models", "repeats", "min_time"))}, indent=1))
         print(f"wrote {args.json}")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m bench.teacher [options]``: user errors exit 2 with one line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.teacher",
+                                     description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_reporting_user_errors("python -m bench.teacher", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
