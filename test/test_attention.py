@@ -260,6 +260,34 @@ def test_closed_loop_yaw_converges_too():
 
 
 # --------------------------------------------------------------------------- the adapter node
+def test_adapter_parameter_table_refuses_bad_values_with_their_name():
+    """The adapter's ParamTable: defaults pass; each bad value is refused, naming the parameter."""
+    from skd_saliency_ros.ros.attention_node import ATTENTION_PARAMS, attention_settings_from
+
+    defaults = ATTENTION_PARAMS.defaults()
+    assert ATTENTION_PARAMS.validate(defaults) is None
+    for name, value, text in (
+            ("pitch_min_deg", 100.0, "pitch_min"),
+            ("yaw_deadband_deg", -1.0, "yaw_deadband must be finite and >= 0"),
+            ("attitude_source", "imu", "attitude_source must be one of"),
+            ("px4_output", "servo", "px4_output must be one of"),
+            ("px4_attitude_frame", "earth", "px4_attitude_frame must be one of"),
+            ("px4_offboard_rate_hz", 1.0, "px4_offboard_rate_hz must be >= 2"),
+            ("px4_source_component", 300, "px4_source_component must be an integer 0..255"),
+            ("attitude_timeout_s", float("nan"), "attitude_timeout_s must be finite and > 0"),
+            ("yaw_rate_timeout_s", 0.0, "yaw_rate_timeout_s must be finite and > 0"),
+            ("mount_pitch_deg", "down", "mount_pitch_deg must be a number"),
+            ("mount_pitch_deg", True, "mount_pitch_deg must be a number")):
+        reason = ATTENTION_PARAMS.validate({**defaults, name: value})
+        assert reason and text in reason, (name, value, reason)
+    assert "read-only" in ATTENTION_PARAMS.refuse_change(defaults, {"body_frame": "odom"})
+    assert "pitch_min" in ATTENTION_PARAMS.refuse_change(defaults, {"pitch_min_deg": 100.0})
+    assert ATTENTION_PARAMS.refuse_change(defaults, {"use_sim_time": True}) is None
+    settings = attention_settings_from({**defaults, "mount_pitch_deg": 90})  # an integer
+    assert settings.mounting.pitch == pytest.approx(90 * DEG)
+    assert settings.limits.pitch_max == pytest.approx(90 * DEG)
+
+
 def _start_node(ros_env, *ros_args):
     import subprocess
     import sys

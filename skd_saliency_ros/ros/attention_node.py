@@ -34,10 +34,10 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from geometry_msgs.msg import PoseArray, QuaternionStamped, TwistStamped, Vector3Stamped
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
@@ -49,6 +49,7 @@ from skd_saliency_ros.core.attention import (AttentionError, AttitudeError, Atti
 from skd_saliency_ros.core.stamps import stamp_ns
 from skd_saliency_ros.core.errors import StartupError
 from skd_saliency_ros.ros.entry import run_node
+from skd_saliency_ros.ros.params import ParamSpec, ParamTable
 from skd_saliency_ros.ros.throttle import WarnThrottle
 from skd_saliency_ros.core.px4_messages import (ATTITUDE_FRAMES, Px4Ids, Px4MessageError,
                                                 fit_to_layout, gimbal_manager_configure,
@@ -72,57 +73,136 @@ PX4_OUT_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE,
                          history=HistoryPolicy.KEEP_LAST, depth=5)
 
-#: name -> (default, description); angles in degrees for readable YAML, converted once.
-PARAMETERS = {
-    "body_frame": ("base_link", "frame_id of the published angles (REP 103 FLU body frame)"),
-    "mount_roll_deg": (0.0, "attitude_source static: camera roll in the body frame"),
-    "mount_pitch_deg": (0.0, "attitude_source static: camera pitch, positive DOWN (90 = nadir)"),
-    "mount_yaw_deg": (0.0, "attitude_source static: camera yaw in the body frame, positive LEFT"),
-    "pitch_min_deg": (-30.0, "lowest commanded gimbal pitch (negative = up)"),
-    "pitch_max_deg": (90.0, "highest commanded gimbal pitch (90 = straight down)"),
-    "yaw_min_deg": (-180.0, "gimbal yaw limit to the right (negative)"),
-    "yaw_max_deg": (180.0, "gimbal yaw limit to the left (positive)"),
-    "max_yaw_rate_deg_s": (30.0, "largest vehicle yaw-rate command magnitude"),
-    "yaw_rate_gain": (1.0, "yaw-rate command per yaw error ((rad/s)/rad)"),
-    "yaw_deadband_deg": (2.0, "no turn command below this yaw error"),
-    "attitude_source": ("static", "static (mount_* parameters, fixed camera) | topic "
-                                  "(QuaternionStamped on gimbal_attitude_in) | px4 "
-                                  "(GimbalDeviceAttitudeStatus, needs px4_msgs)"),
-    "attitude_timeout_s": (0.5, "refuse a measured attitude older than this relative to the "
-                                "bearing's stamp"),
-    "px4_attitude_frame": ("auto", "auto (MAVLink flag rules; legacy YAW_LOCK = earth frame, "
-                                   "refused) | vehicle (a legacy YAW_LOCK status is relative to "
-                                   "the vehicle, as PX4's AUX/PWM gimbal output reports)"),
-    "px4_output": ("none", "none | gimbal_attitude (GimbalManagerSetAttitude) | "
-                           "pitchyaw_command (VehicleCommand DO_GIMBAL_MANAGER_PITCHYAW); "
-                           "needs px4_msgs"),
-    "px4_target_system": (1, "MAVLink system id of the autopilot"),
-    "px4_target_component": (1, "MAVLink component id of the autopilot"),
-    "px4_source_system": (1, "MAVLink system id this node claims for gimbal control"),
-    "px4_source_component": (191, "MAVLink component id this node claims (191 = onboard "
-                                  "computer)"),
-    "px4_gimbal_device_id": (0, "gimbal device id (0 = all gimbals)"),
-    "px4_offboard_enable": (False, "stream OffboardControlMode + TrajectorySetpoint (hover, "
-                                   "yaw rate) from start-up; ~/offboard_enable arms at run time"),
-    "px4_offboard_rate_hz": (10.0, "offboard stream rate (PX4 needs >= 2 Hz)"),
-    "yaw_rate_timeout_s": (0.5, "offboard stream: yawspeed 0 when the last bearing is older"),
-}
+#: the parameters the command limits come from (angles in degrees for readable YAML,
+#: converted once, in limits_from)
+LIMIT_PARAMS = ("pitch_min_deg", "pitch_max_deg", "yaw_min_deg", "yaw_max_deg",
+                "max_yaw_rate_deg_s", "yaw_rate_gain", "yaw_deadband_deg")
+#: the MAVLink ids, each the parameter px4_<name>
+PX4_ID_NAMES = ("target_system", "target_component", "source_system", "source_component",
+                "gimbal_device_id")
 
-#: read at start-up only
-FIXED = {"body_frame", "attitude_source", "px4_attitude_frame", "px4_output",
-         "px4_target_system", "px4_target_component", "px4_source_system",
-         "px4_source_component", "px4_gimbal_device_id", "px4_offboard_enable",
-         "px4_offboard_rate_hz"}
+
+def _number(name: str, default: float, description: str, read_only: bool = False,
+            check=None) -> ParamSpec:
+    """Build the spec of a float parameter that takes integers too (90 as well as 90.0)."""
+    return ParamSpec(name, default, description, read_only, check=check, accept_integer=True)
+
+
+def _finite_positive(value) -> Optional[str]:
+    return None if math.isfinite(value) and value > 0.0 else \
+        f"must be finite and > 0, got {float(value)}"
+
+
+def _offboard_rate(value) -> Optional[str]:
+    return None if math.isfinite(value) and value >= 2.0 else \
+        f"must be >= 2 (PX4 leaves offboard mode below 2 Hz), got {float(value)}"
+
+
+def limits_from(values: Mapping[str, Any]) -> Limits:
+    """Build the command limits of the parameter values (degrees in, radians out), unchecked."""
+    rad = math.radians
+    return Limits(pitch_min=rad(values["pitch_min_deg"]), pitch_max=rad(values["pitch_max_deg"]),
+                  yaw_min=rad(values["yaw_min_deg"]), yaw_max=rad(values["yaw_max_deg"]),
+                  max_yaw_rate=rad(values["max_yaw_rate_deg_s"]),
+                  yaw_rate_gain=float(values["yaw_rate_gain"]),
+                  yaw_deadband=rad(values["yaw_deadband_deg"]))
+
+
+def px4_ids_from(values: Mapping[str, Any]) -> Px4Ids:
+    """Build the MAVLink ids of the parameter values, unchecked."""
+    return Px4Ids(**{name: values[f"px4_{name}"] for name in PX4_ID_NAMES})
+
+
+def _limits_consistent(values: Mapping[str, Any]) -> Optional[str]:
+    """core.attention's one check of the limits, on the limits these values give."""
+    if not all(name in values for name in LIMIT_PARAMS):
+        return None
+    try:
+        limits_from(values).check()
+    except AttentionError as exc:
+        return str(exc)
+    return None
+
+
+def _px4_ids_valid(values: Mapping[str, Any]) -> Optional[str]:
+    """core.px4_messages' one check of the MAVLink ids."""
+    if not all(f"px4_{name}" in values for name in PX4_ID_NAMES):
+        return None
+    try:
+        px4_ids_from(values).check()
+    except Px4MessageError as exc:
+        return str(exc)
+    return None
+
+
+#: the adapter's table (read-only = read at start-up only); checked like the saliency node's
+ATTENTION_PARAMS = ParamTable((
+    ParamSpec("body_frame", "base_link",
+              "frame_id of the published angles (REP 103 FLU body frame)", True),
+    _number("mount_roll_deg", 0.0, "attitude_source static: camera roll in the body frame"),
+    _number("mount_pitch_deg", 0.0,
+            "attitude_source static: camera pitch, positive DOWN (90 = nadir)"),
+    _number("mount_yaw_deg", 0.0,
+            "attitude_source static: camera yaw in the body frame, positive LEFT"),
+    _number("pitch_min_deg", -30.0, "lowest commanded gimbal pitch (negative = up)"),
+    _number("pitch_max_deg", 90.0, "highest commanded gimbal pitch (90 = straight down)"),
+    _number("yaw_min_deg", -180.0, "gimbal yaw limit to the right (negative)"),
+    _number("yaw_max_deg", 180.0, "gimbal yaw limit to the left (positive)"),
+    _number("max_yaw_rate_deg_s", 30.0, "largest vehicle yaw-rate command magnitude"),
+    _number("yaw_rate_gain", 1.0, "yaw-rate command per yaw error ((rad/s)/rad)"),
+    _number("yaw_deadband_deg", 2.0, "no turn command below this yaw error"),
+    ParamSpec("attitude_source", "static",
+              "static (mount_* parameters, fixed camera) | topic (QuaternionStamped on "
+              "gimbal_attitude_in) | px4 (GimbalDeviceAttitudeStatus, needs px4_msgs)", True,
+              choices=ATTITUDE_SOURCES),
+    _number("attitude_timeout_s", 0.5,
+            "refuse a measured attitude older than this relative to the bearing's stamp",
+            check=_finite_positive),
+    ParamSpec("px4_attitude_frame", "auto",
+              "auto (MAVLink flag rules; legacy YAW_LOCK = earth frame, refused) | vehicle (a "
+              "legacy YAW_LOCK status is relative to the vehicle, as PX4's AUX/PWM gimbal "
+              "output reports)", True, choices=ATTITUDE_FRAMES),
+    ParamSpec("px4_output", "none",
+              "none | gimbal_attitude (GimbalManagerSetAttitude) | pitchyaw_command "
+              "(VehicleCommand DO_GIMBAL_MANAGER_PITCHYAW); needs px4_msgs", True,
+              choices=PX4_OUTPUTS),
+    ParamSpec("px4_target_system", 1, "MAVLink system id of the autopilot", True),
+    ParamSpec("px4_target_component", 1, "MAVLink component id of the autopilot", True),
+    ParamSpec("px4_source_system", 1, "MAVLink system id this node claims for gimbal control",
+              True),
+    ParamSpec("px4_source_component", 191,
+              "MAVLink component id this node claims (191 = onboard computer)", True),
+    ParamSpec("px4_gimbal_device_id", 0, "gimbal device id (0 = all gimbals)", True),
+    ParamSpec("px4_offboard_enable", False,
+              "stream OffboardControlMode + TrajectorySetpoint (hover, yaw rate) from "
+              "start-up; ~/offboard_enable arms at run time", True),
+    _number("px4_offboard_rate_hz", 10.0, "offboard stream rate (PX4 needs >= 2 Hz)", True,
+            check=_offboard_rate),
+    _number("yaw_rate_timeout_s", 0.5,
+            "offboard stream: yawspeed 0 when the last bearing is older",
+            check=_finite_positive),
+), joint_checks=(_limits_consistent, _px4_ids_valid))
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The run-time parameters, converted and checked together (all or nothing)."""
+class AttentionSettings:
+    """The adapter's run-time parameters, converted together and swapped as one object."""
 
     mounting: Mounting
     limits: Limits
     attitude_timeout_s: float
     yaw_rate_timeout_s: float
+
+
+def attention_settings_from(values: Mapping[str, Any]) -> AttentionSettings:
+    """Convert validated parameter values (degrees) into the settings the node uses."""
+    rad = math.radians
+    return AttentionSettings(
+        mounting=Mounting(roll=rad(values["mount_roll_deg"]),
+                          pitch=rad(values["mount_pitch_deg"]),
+                          yaw=rad(values["mount_yaw_deg"])),
+        limits=limits_from(values), attitude_timeout_s=float(values["attitude_timeout_s"]),
+        yaw_rate_timeout_s=float(values["yaw_rate_timeout_s"]))
 
 
 def import_px4(purpose: str, *names: str) -> tuple:
@@ -172,84 +252,39 @@ class AttentionNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        for name, (default, text) in PARAMETERS.items():
-            # floats accept integers from YAML too (90 as well as 90.0)
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=text, dynamic_typing=isinstance(default, float),
-                read_only=name in FIXED))
-        try:
-            self.settings = self._read_settings()
-        except (TypeError, ValueError) as exc:
-            raise StartupError(f"invalid parameter: {exc}") from None
+        ATTENTION_PARAMS.declare(self)
+        values = ATTENTION_PARAMS.read(self)
+        reason = ATTENTION_PARAMS.validate(values)
+        if reason:
+            raise StartupError(f"invalid parameter: {reason}")
+        self.settings = attention_settings_from(values)
         self._hold_yaw = 0.0
         self.warn = WarnThrottle(self.get_logger())
-        self._frame = str(self.get_parameter("body_frame").value)
+        self._frame = values["body_frame"]
         self.pub_angles = self.create_publisher(Vector3Stamped, "~/gimbal_angles", 10)
         self.pub_attitude = self.create_publisher(QuaternionStamped, "~/gimbal_attitude", 10)
         self.pub_rate = self.create_publisher(TwistStamped, "~/yaw_rate", 10)
-        self._attitude = self._make_attitude_source()
-        mode = str(self.get_parameter("px4_output").value)
-        self._px4 = _Px4Gimbal(self, mode, self._px4_ids()) if mode != "none" else None
-        self._offboard = _Offboard(self, float(self.get_parameter("px4_offboard_rate_hz").value),
-                                   bool(self.get_parameter("px4_offboard_enable").value))
+        self._attitude = self._make_attitude_source(values["attitude_source"],
+                                                    values["px4_attitude_frame"])
+        mode = values["px4_output"]
+        self._px4 = _Px4Gimbal(self, mode, px4_ids_from(values)) if mode != "none" else None
+        self._offboard = _Offboard(self, float(values["px4_offboard_rate_hz"]),
+                                   values["px4_offboard_enable"])
         self.create_subscription(PoseArray, "bearings", self._on_bearings, 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ----------------------------------------------------------------------- parameters
-    def _read_settings(self, overrides: Optional[dict] = None) -> Settings:
-        def value(name):
-            if overrides and name in overrides:
-                return float(overrides[name])
-            return float(self.get_parameter(name).value)
-        rad = math.radians
-        mounting = Mounting(roll=rad(value("mount_roll_deg")),
-                            pitch=rad(value("mount_pitch_deg")),
-                            yaw=rad(value("mount_yaw_deg")))
-        limits = Limits(pitch_min=rad(value("pitch_min_deg")),
-                        pitch_max=rad(value("pitch_max_deg")),
-                        yaw_min=rad(value("yaw_min_deg")), yaw_max=rad(value("yaw_max_deg")),
-                        max_yaw_rate=rad(value("max_yaw_rate_deg_s")),
-                        yaw_rate_gain=value("yaw_rate_gain"),
-                        yaw_deadband=rad(value("yaw_deadband_deg")))
-        limits.check()
-        for name in ("attitude_timeout_s", "yaw_rate_timeout_s"):
-            if not (math.isfinite(value(name)) and value(name) > 0.0):
-                raise AttentionError(f"{name} must be finite and > 0, got {value(name)}")
-        return Settings(mounting, limits, value("attitude_timeout_s"),
-                        value("yaw_rate_timeout_s"))
-
     def _on_set_parameters(self, params) -> SetParametersResult:
+        """Refuse what the table refuses; otherwise swap in the new settings as one object."""
+        current = ATTENTION_PARAMS.read(self)
         changes = {p.name: p.value for p in params}
-        fixed = FIXED & set(changes)
-        if fixed:
-            return SetParametersResult(successful=False,
-                                       reason=f"{', '.join(sorted(fixed))} is fixed at start-up")
-        known = {k: v for k, v in changes.items() if k in PARAMETERS}
-        try:
-            self.settings = self._read_settings(known)
-        except (AttentionError, TypeError, ValueError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+        reason = ATTENTION_PARAMS.refuse_change(current, changes)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        self.settings = attention_settings_from({**current, **changes})
         return SetParametersResult(successful=True)
 
-    def _px4_ids(self) -> Px4Ids:
-        ids = Px4Ids(**{k: int(self.get_parameter(f"px4_{k}").value) for k in (
-            "target_system", "target_component", "source_system", "source_component",
-            "gimbal_device_id")})
-        try:
-            ids.check()
-        except Px4MessageError as exc:
-            raise StartupError(str(exc)) from None
-        return ids
-
-    def _make_attitude_source(self):
-        source = str(self.get_parameter("attitude_source").value)
-        if source not in ATTITUDE_SOURCES:
-            raise StartupError(f"attitude_source must be one of {', '.join(ATTITUDE_SOURCES)}, "
-                               f"got '{source}'")
-        frame = str(self.get_parameter("px4_attitude_frame").value)
-        if frame not in ATTITUDE_FRAMES:
-            raise StartupError(f"px4_attitude_frame must be one of {', '.join(ATTITUDE_FRAMES)}, "
-                               f"got '{frame}'")
+    def _make_attitude_source(self, source: str, frame: str):
         if source == "topic":
             return _TopicAttitude(self)
         if source == "px4":
@@ -375,9 +410,6 @@ class _Px4Gimbal:
     """Gimbal set-points on /fmu/in/*; the field dicts come from core.px4_messages."""
 
     def __init__(self, node: AttentionNode, mode: str, ids: Px4Ids):
-        if mode not in PX4_OUTPUTS:
-            raise StartupError(f"px4_output must be one of {', '.join(PX4_OUTPUTS)}, "
-                               f"got '{mode}'")
         attitude_cls, command_cls = import_px4(f"px4_output '{mode}'",
                                                "GimbalManagerSetAttitude", "VehicleCommand")
         self.node, self.mode, self.ids = node, mode, ids
@@ -423,9 +455,6 @@ class _Offboard:
     """
 
     def __init__(self, node: AttentionNode, rate_hz: float, armed_at_start: bool):
-        if not (math.isfinite(rate_hz) and rate_hz >= 2.0):
-            raise StartupError(f"px4_offboard_rate_hz must be >= 2 (PX4 leaves offboard mode "
-                               f"below 2 Hz), got {rate_hz}")
         self.node = node
         self.armed = False
         self._rate: Optional[float] = None

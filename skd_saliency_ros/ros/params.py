@@ -1,22 +1,30 @@
-"""Parameters of the saliency node: one table, declared with descriptors, validated in one place.
+"""Node parameters: one table per node, declared with descriptors, validated in one place.
 
-The table is the single source of truth: the node declares every entry with a
-``ParameterDescriptor`` (description, range, read-only flag), ``config/saliency.yaml`` lists
-exactly these names (a test checks both directions), and ``validate`` is the one function that
-checks values, both at start-up and in the node's ``on_set_parameters`` callback, so that a value
-rejected at run time is also rejected in the params file.
+``ParamSpec`` and ``ParamTable`` are the one mechanism both nodes use (the saliency node's
+table is here, ``attention_to_setpoint`` keeps its own in attention_node.py): a node declares
+every entry with a ``ParameterDescriptor`` (description, range, read-only flag) and checks
+values with its table's ``validate``, both at start-up and in its ``on_set_parameters``
+callback, so that a value rejected at run time is also rejected in the params file.
+
+For the saliency node the table is the single source of truth: ``config/saliency.yaml`` lists
+exactly these names (a test checks both directions), and offline replay takes its defaults
+and checks from it too.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from skd_saliency_ros.core.errors import StartupError
+
 # one list of choices for the engine and its parameters
-from skd_saliency_ros.core.engine import BACKENDS, DEVICES
+from skd_saliency_ros.core.backends import BACKENDS, DEVICES
 
 RELIABILITIES = ("best_effort", "reliable")
 RATE_PARAMS = ("min_rate_hz", "max_rate_hz")
@@ -25,7 +33,14 @@ TRANSPORTS = ("raw", "compressed")
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One node parameter: default, description, optional range, choices, run-time changeable."""
+    """One node parameter: default, description, optional range, choices, run-time changeable.
+
+    ``check`` is the parameter's own rule beyond range and choices: it returns why a value is
+    refused, as the rest of a sentence whose subject is the parameter's name ("must be > 0,
+    got 0"), or None.  ``accept_integer`` lets a float parameter take an integer too (90 as
+    well as 90.0, as YAML and ``-p`` write it): the descriptor allows it with dynamic typing,
+    and ``problem`` then refuses anything that is not a number.
+    """
 
     name: str
     default: Any
@@ -33,11 +48,28 @@ class ParamSpec:
     read_only: bool
     range: Optional[Tuple[float, float]] = None
     choices: Optional[Sequence[str]] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None
+    accept_integer: bool = False
+
+    def problem(self, value: Any) -> Optional[str]:
+        """Return why ``value`` is not acceptable for this parameter, or None."""
+        if self.accept_integer and (isinstance(value, bool)
+                                    or not isinstance(value, (int, float))):
+            return f"{self.name} must be a number, got {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}, got '{value}'"
+        if self.range is not None and not isinstance(value, (str, list, tuple)):
+            low, high = self.range
+            if not low <= value <= high:
+                return f"{self.name} must be in [{low}, {high}], got {value}"
+        why = self.check(value) if self.check is not None else None
+        return f"{self.name} {why}" if why else None
 
     def descriptor(self) -> ParameterDescriptor:
         """Build the ROS ParameterDescriptor; rclpy itself enforces the range."""
         desc = ParameterDescriptor(name=self.name, description=self.description,
-                                   read_only=self.read_only)
+                                   read_only=self.read_only,
+                                   dynamic_typing=self.accept_integer)
         if self.choices:
             desc.additional_constraints = "one of: " + ", ".join(self.choices)
         if self.range is not None:
@@ -49,6 +81,129 @@ class ParamSpec:
                 desc.floating_point_range = [FloatingPointRange(from_value=float(low),
                                                                 to_value=float(high), step=0.0)]
         return desc
+
+
+@dataclass(frozen=True)
+class ParamTable:
+    """One node's parameters: their specs, and the rules that tie several values together.
+
+    A node declares, reads and validates through its table, at start-up and in its
+    set-parameters callback, so each rule is written once.  A joint check gets the values
+    given (complete or partial; each one already passed its own spec) and returns why they
+    cannot go together, or None; it passes when a value it needs is not among them.
+    """
+
+    specs: Tuple[ParamSpec, ...]
+    joint_checks: Tuple[Callable[[Mapping[str, Any]], Optional[str]], ...] = ()
+
+    @cached_property
+    def by_name(self) -> Dict[str, ParamSpec]:
+        """Map each name to its spec."""
+        return {p.name: p for p in self.specs}
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Every parameter name, in table order."""
+        return tuple(p.name for p in self.specs)
+
+    @property
+    def runtime_names(self) -> Tuple[str, ...]:
+        """The names that can change while the node runs."""
+        return tuple(p.name for p in self.specs if not p.read_only)
+
+    def defaults(self) -> Dict[str, Any]:
+        """Return name -> default (copies: a caller may change a list in place)."""
+        return {p.name: copy.deepcopy(p.default) for p in self.specs}
+
+    def validate(self, values: Mapping[str, Any]) -> Optional[str]:
+        """Check a complete or partial set of values; return the first reason or None."""
+        for name, value in values.items():
+            spec = self.by_name.get(name)
+            if spec is None:
+                return f"unknown parameter '{name}'"
+            reason = spec.problem(value)
+            if reason:
+                return reason
+        for check in self.joint_checks:
+            reason = check(values)
+            if reason:
+                return reason
+        return None
+
+    def declare(self, node) -> None:
+        """Declare every entry with its descriptor on an rclpy node; bad types stop the node."""
+        from rclpy.exceptions import (InvalidParameterTypeException,
+                                      InvalidParameterValueException)
+        for spec in self.specs:
+            try:
+                node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+                raise StartupError(f"invalid value for parameter '{spec.name}': "
+                                   f"{str(exc).splitlines()[0]}") from None
+
+    def read(self, node) -> Dict[str, Any]:
+        """Return name -> current value of every entry, from a node that declared them."""
+        return {name: node.get_parameter(name).value for name in self.names}
+
+    def refuse_change(self, current: Mapping[str, Any],
+                      changes: Mapping[str, Any]) -> Optional[str]:
+        """Return why a run-time change is refused (read-only, or invalid with the rest).
+
+        ``changes`` may hold rclpy's own parameters (use_sim_time): not the table's business.
+        """
+        mine = {name: value for name, value in changes.items() if name in self.by_name}
+        fixed = sorted(name for name in mine if self.by_name[name].read_only)
+        if fixed:
+            return f"{', '.join(fixed)} is read-only (fixed at start-up); restart the node"
+        return self.validate({**current, **mine})
+
+
+# --------------------------------------------------------------------------- the node's rules
+def _cameras_problem(cameras) -> Optional[str]:
+    if not cameras or any(not str(v).strip() for v in cameras):
+        return "must list at least one non-empty image topic"
+    if len(set(cameras)) != len(cameras):
+        return f"lists a topic twice: {list(cameras)}"
+    return None
+
+
+def _positive_problem(value) -> Optional[str]:
+    return None if value > 0 else f"must be > 0, got {value}"
+
+
+def _rates_problem(rates) -> Optional[str]:
+    if not len(rates) or any(not (math.isfinite(v) and v >= 0.0) for v in rates):
+        return f"must list finite rates >= 0 (Hz), got {list(rates)}"
+    return None
+
+
+def _rates_fit_cameras(values: Mapping[str, Any]) -> Optional[str]:
+    cameras = values.get("cameras")
+    for name in RATE_PARAMS:
+        if name in values and cameras is not None and len(values[name]) not in (
+                1, len(cameras)):
+            return (f"{name} has {len(values[name])} entries: give one for all cameras or one "
+                    f"per camera ({len(cameras)})")
+    return None
+
+
+def _rate_bounds_ordered(values: Mapping[str, Any]) -> Optional[str]:
+    lows, highs = values.get("min_rate_hz"), values.get("max_rate_hz")
+    if lows is not None and highs is not None:
+        for k in range(max(len(lows), len(highs))):
+            low, high = _for_camera(lows, k), _for_camera(highs, k)
+            if high > 0.0 and low > high:
+                return f"min_rate_hz {low} exceeds max_rate_hz {high} (camera {k})"
+    return None
+
+
+def _input_size_possible(values: Mapping[str, Any]) -> Optional[str]:
+    low = values.get("min_input_size")
+    high = values.get("max_input_pixels")
+    if low is not None and high is not None and low * low > high:
+        return (f"min_input_size^2 ({low * low}) exceeds max_input_pixels ({high}): "
+                "no image could pass")
+    return None
 
 
 PARAMS: Tuple[ParamSpec, ...] = (
@@ -75,7 +230,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("cameras", ["image"],
               "Image topics to serve, one temporal state each. One entry: outputs under ~/. "
               "Several: outputs under ~/<topic namespace>/ (front/image_raw -> ~/front/). "
-              "CameraInfo is read from the sibling topic camera_info.", True),
+              "CameraInfo is read from the sibling topic camera_info.", True,
+              check=_cameras_problem),
     ParamSpec("transport", "raw",
               "raw: sensor_msgs/Image on each camera topic; compressed: "
               "sensor_msgs/CompressedImage (jpeg or png) on <topic>/compressed, as "
@@ -94,7 +250,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
     # --- changeable at run time ---------------------------------------------------------------
     ParamSpec("max_gap_s", 0.5,
               "Temporal state reset when two frames of a camera are further apart than this "
-              "(header stamps, seconds).", False, range=(0.001, 3600.0)),
+              "(header stamps, seconds).", False, range=(0.001, 3600.0),
+              check=_positive_problem),
     ParamSpec("top_k", 5,
               "Maximum number of saliency peaks per frame on ~/peaks and ~/bearings (0 = none).",
               False, range=(0, 50)),
@@ -109,7 +266,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "The map holds R x R (64 x 64) values; 0.25 keeps the camera's aspect ratio at "
               "several times that detail while a 1280x720 map costs 0.23 MB instead of 3.7 MB "
               "per frame to publish. Peaks and bearings are always in input-image pixels.",
-              False, range=(0.01, 1.0)),
+              False, range=(0.01, 1.0), check=_positive_problem),
     ParamSpec("overlay_alpha", 0.5,
               "Weight of the heat map in ~/overlay (0 = camera image only, 1 = heat map only).",
               False, range=(0.0, 1.0)),
@@ -117,10 +274,10 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "Expected input rate per camera, lower bound (Hz): one value for every camera or "
               "one per entry of cameras. Diagnostics WARN below it (10 % tolerance, as "
               "diagnostic_updater's FrequencyStatus) and report ERROR when no frame arrives "
-              "for a whole rate window; 0 = no lower bound.", False),
+              "for a whole rate window; 0 = no lower bound.", False, check=_rates_problem),
     ParamSpec("max_rate_hz", [0.0],
               "Expected input rate per camera, upper bound (Hz), same layout as min_rate_hz; "
-              "diagnostics WARN above it; 0 = no upper bound.", False),
+              "diagnostics WARN above it; 0 = no upper bound.", False, check=_rates_problem),
     ParamSpec("min_input_size", 8,
               "Images narrower or lower than this many pixels are rejected as invalid.",
               False, range=(1, 4096)),
@@ -129,9 +286,35 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "latency; default 4096 x 4096).", False, range=(1, 1 << 30)),
 )
 
-PARAM_NAMES: Tuple[str, ...] = tuple(p.name for p in PARAMS)
-RUNTIME_PARAMS: Tuple[str, ...] = tuple(p.name for p in PARAMS if not p.read_only)
-SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+#: the saliency node's table: its specs and the rules between them
+NODE_PARAMS = ParamTable(PARAMS, joint_checks=(_rates_fit_cameras, _rate_bounds_ordered,
+                                               _input_size_possible))
+PARAM_NAMES: Tuple[str, ...] = NODE_PARAMS.names
+RUNTIME_PARAMS: Tuple[str, ...] = NODE_PARAMS.runtime_names
+SPECS: Dict[str, ParamSpec] = NODE_PARAMS.by_name
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """What shapes one frame's messages (``outputs.frame_messages``): map size, peak search.
+
+    One object instead of four loose numbers, so that the node and offline replay cannot pass
+    them in a different order.
+    """
+
+    output_scale: float
+    top_k: int
+    nms_radius: float
+    min_score: float
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "OutputSettings":
+        """Take the four from parameter values (a mapping holding at least these names)."""
+        return cls(**{name: values[name] for name in OUTPUT_PARAMS})
+
+
+#: the node parameters an OutputSettings holds
+OUTPUT_PARAMS: Tuple[str, ...] = tuple(f.name for f in fields(OutputSettings))
 
 
 @dataclass(frozen=True)
@@ -149,55 +332,15 @@ class Settings:
     min_input_size: int
     max_input_pixels: int
 
-
-def _check_one(name: str, value: Any) -> Optional[str]:
-    """Return why ``value`` is not acceptable for parameter ``name``, or None."""
-    spec = SPECS.get(name)
-    if spec is None:
-        return f"unknown parameter '{name}'"
-    if spec.choices is not None and value not in spec.choices:
-        return f"{name} must be one of {', '.join(spec.choices)}, got '{value}'"
-    if name == "cameras":
-        if not value or any(not str(v).strip() for v in value):
-            return "cameras must list at least one non-empty image topic"
-        if len(set(value)) != len(value):
-            return f"cameras lists a topic twice: {list(value)}"
-    if spec.range is not None and not isinstance(value, (str, list, tuple)):
-        low, high = spec.range
-        if not low <= value <= high:
-            return f"{name} must be in [{low}, {high}], got {value}"
-    if name in ("max_gap_s", "output_scale") and not value > 0:
-        return f"{name} must be > 0, got {value}"
-    if name in RATE_PARAMS:
-        if not len(value) or any(not (math.isfinite(v) and v >= 0.0) for v in value):
-            return f"{name} must list finite rates >= 0 (Hz), got {list(value)}"
-    return None
+    @property
+    def output(self) -> OutputSettings:
+        """The part of these settings that ``frame_messages`` needs."""
+        return OutputSettings.from_values(vars(self))
 
 
 def validate(values: Mapping[str, Any]) -> Optional[str]:
-    """Check a complete or partial set of parameter values; return the first reason or None."""
-    for name, value in values.items():
-        reason = _check_one(name, value)
-        if reason:
-            return reason
-    for name in RATE_PARAMS:
-        cameras = values.get("cameras")
-        if name in values and cameras is not None and len(values[name]) not in (
-                1, len(cameras)):
-            return (f"{name} has {len(values[name])} entries: give one for all cameras or one "
-                    f"per camera ({len(cameras)})")
-    lows, highs = values.get("min_rate_hz"), values.get("max_rate_hz")
-    if lows is not None and highs is not None:
-        for k in range(max(len(lows), len(highs))):
-            low, high = _for_camera(lows, k), _for_camera(highs, k)
-            if high > 0.0 and low > high:
-                return f"min_rate_hz {low} exceeds max_rate_hz {high} (camera {k})"
-    low = values.get("min_input_size")
-    high = values.get("max_input_pixels")
-    if low is not None and high is not None and low * low > high:
-        return (f"min_input_size^2 ({low * low}) exceeds max_input_pixels ({high}): "
-                "no image could pass")
-    return None
+    """Check a complete or partial set of the node's values; return the first reason or None."""
+    return NODE_PARAMS.validate(values)
 
 
 def settings_from(values: Mapping[str, Any]) -> Settings:
