@@ -6,6 +6,11 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from skd_saliency_ros.ros.outputs import frame_messages
+from skd_saliency_ros.ros.params import OutputSettings
+
+#: the node's default peak search, the map at a quarter of the image size or at full size
+QUARTER = OutputSettings(output_scale=0.25, top_k=5, nms_radius=0.1, min_score=0.3)
+FULL = OutputSettings(output_scale=1.0, top_k=5, nms_radius=0.1, min_score=0.3)
 
 
 def _info(d, model="plumb_bob", size=(640, 480)):
@@ -25,7 +30,7 @@ def blob():
 def test_messages_carry_header_sizes_and_unit_rays(blob):
     """Saliency at output_scale, peaks in pixels, unit bearings in the optical frame."""
     header = Header(frame_id="cam_optical")
-    out = frame_messages(blob, (640, 480), header, _info([0.0] * 5), 0.25, 5, 0.1, 0.3)
+    out = frame_messages(blob, (640, 480), header, _info([0.0] * 5), QUARTER)
     assert (out.saliency.width, out.saliency.height, out.saliency.encoding) == (160, 120,
                                                                                 "32FC1")
     assert out.saliency.header.frame_id == "cam_optical" and len(out.peaks.poses) == 1
@@ -41,7 +46,7 @@ def test_messages_carry_header_sizes_and_unit_rays(blob):
 ])
 def test_unusable_calibration_gives_no_rays_and_a_reason(blob, d, model, why):
     """Never a NaN or wrong ray: no bearings message, and the reason the node warns with."""
-    out = frame_messages(blob, (640, 480), Header(), _info(d, model), 0.25, 5, 0.1, 0.3)
+    out = frame_messages(blob, (640, 480), Header(), _info(d, model), QUARTER)
     assert out.bearings is None and why in out.no_bearings_reason
     assert len(out.peaks.poses) == 1  # the rest of the outputs are unaffected
 
@@ -49,9 +54,9 @@ def test_unusable_calibration_gives_no_rays_and_a_reason(blob, d, model, why):
 def test_camera_info_of_another_size_is_refused(blob):
     """A CameraInfo for 1280x720 says nothing about a 640x480 image."""
     out = frame_messages(blob, (640, 480), Header(), _info([0.0] * 5, size=(1280, 720)),
-                         1.0, 5, 0.1, 0.3)
+                         FULL)
     assert out.bearings is None and "CameraInfo is for 1280x720" in out.no_bearings_reason
-    out = frame_messages(blob, (640, 480), Header(), None, 1.0, 5, 0.1, 0.3)
+    out = frame_messages(blob, (640, 480), Header(), None, FULL)
     assert out.bearings is None and out.no_bearings_reason is None  # no CameraInfo: silent
 
 
@@ -62,7 +67,7 @@ def test_saliency_camera_info_is_scaled_with_the_map(blob):
     header = Header(frame_id="cam_optical")
     full = _info([0.1, -0.05, 0.0, 0.0, 0.0])
     full.p = [500.0, 0.0, 319.5, 0.0, 0.0, 500.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0]
-    out = frame_messages(blob, (640, 480), header, full, 0.25, 5, 0.1, 0.3)
+    out = frame_messages(blob, (640, 480), header, full, QUARTER)
     info = out.saliency_info
     assert (info.width, info.height) == (160, 120) and info.header.frame_id == "cam_optical"
     assert list(info.d) == list(full.d) and info.distortion_model == "plumb_bob"
@@ -74,7 +79,7 @@ def test_saliency_camera_info_is_scaled_with_the_map(blob):
         pixels_to_bearings(pixels, np.asarray(full.k), np.asarray(full.d), "plumb_bob"),
         atol=1e-9)
     other = frame_messages(blob, (640, 480), header, _info([0.0] * 5, size=(1280, 720)),
-                           0.25, 5, 0.1, 0.3)
+                           QUARTER)
     assert other.saliency_info is None
 
 
@@ -99,7 +104,7 @@ def test_camera_info_with_non_finite_numbers_is_not_republished(blob, field, ind
     values[index] = bad
     setattr(info, field, values)
     sal = blob if with_peak else np.zeros_like(blob)
-    out = frame_messages(sal, (640, 480), Header(), info, 0.25, 5, 0.1, 0.3)
+    out = frame_messages(sal, (640, 480), Header(), info, QUARTER)
     assert out.saliency_info is None and out.bearings is None and out.target is None
     assert why in out.no_bearings_reason
     assert len(out.peaks.poses) == int(with_peak)  # peaks need no calibration
@@ -110,7 +115,7 @@ def test_no_zero_or_non_unit_ray_is_published(blob, fx):
     """A 1e-300 px focal length overflowed the norm: (0, 0, 0) went out on ~/bearings."""
     info = _info([0.0] * 5)
     info.k = [fx, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]
-    out = frame_messages(blob, (640, 480), Header(), info, 0.25, 5, 0.1, 0.3)
+    out = frame_messages(blob, (640, 480), Header(), info, QUARTER)
     if out.bearings is None:
         assert out.no_bearings_reason and out.target is None
         return
@@ -133,13 +138,13 @@ def test_a_peak_without_its_one_ray_is_refused_with_a_reason(cell, why):
     info.k = [500.0, 0.0, 639.5, 0.0, 500.0, 359.5, 0.0, 0.0, 1.0]
     yy, xx = np.mgrid[0:64, 0:64]
     blob = np.exp(-((xx - cell[0]) ** 2 + (yy - cell[1]) ** 2) / 4.0).astype(np.float32)
-    out = frame_messages(blob, (1280, 720), Header(), info, 0.25, 5, 0.1, 0.3)
+    out = frame_messages(blob, (1280, 720), Header(), info, QUARTER)
     assert len(out.peaks.poses) == 1
     assert out.bearings is None and out.target is None
     assert why in out.no_bearings_reason
     assert out.saliency_info is not None and out.saliency_info.width == 320
     centre = np.roll(blob, (32 - cell[1], 32 - cell[0]), axis=(0, 1))  # at the centre: a ray
-    out = frame_messages(centre, (1280, 720), Header(), info, 0.25, 5, 0.1, 0.3)
+    out = frame_messages(centre, (1280, 720), Header(), info, QUARTER)
     assert out.no_bearings_reason is None and len(out.bearings.poses) == 1
 
 

@@ -33,9 +33,10 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
-from skd_saliency_ros.core.engine import upsample
+from skd_saliency_ros.core.maps import upsample
 from skd_saliency_ros.core.peaks import BearingError, find_peaks, pixels_to_bearings
 from skd_saliency_ros.ros.image_io import numpy_to_image
+from skd_saliency_ros.ros.params import OutputSettings
 
 
 #: diagnostics periods over which the input rate is measured (diagnostic_updater's default)
@@ -139,14 +140,14 @@ def bearings_or_reason(peaks, info, width: int, height: int):
 
 
 def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, camera_info,
-                   output_scale: float, top_k: int, nms_radius: float,
-                   min_score: float) -> FrameMessages:
+                   settings: OutputSettings) -> FrameMessages:
     """Build the output messages of one engine result (R x R map) for a width x height image."""
     width, height = image_size
-    out_w, out_h = saliency_size(width, height, float(output_scale))
+    out_w, out_h = saliency_size(width, height, float(settings.output_scale))
     sal_out = upsample(saliency, (out_h, out_w))
-    peaks = find_peaks(saliency, (width, height), top_k=int(top_k),
-                       nms_radius=float(nms_radius), min_score=float(min_score))
+    peaks = find_peaks(saliency, (width, height), top_k=int(settings.top_k),
+                       nms_radius=float(settings.nms_radius),
+                       min_score=float(settings.min_score))
     rays, reason = bearings_or_reason(peaks, camera_info, width, height)
     republish = (camera_info is not None and info_fits(camera_info, width, height)
                  and not non_finite_fields(camera_info))
