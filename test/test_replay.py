@@ -540,6 +540,33 @@ def test_params_file_sets_what_the_node_would_publish(bag, model_path, tmp_path,
     fails([bag, "--params-file", bad, "--no-output"], capsys, "bad.yaml", "top_k")
 
 
+def test_settings_come_from_the_node_table_then_the_file_then_the_options(tmp_path):
+    """Replay's settings: the node's defaults, the params file over them, options over both."""
+    import argparse
+
+    from skd_saliency_ros.bags.replay import build_settings
+    from skd_saliency_ros.ros.params import SPECS, OutputSettings
+
+    def settings(params_file=None, **options):
+        base = dict(params_file=params_file, model=None, device=None, backend=None)
+        return build_settings(argparse.Namespace(**{**base, **options}))
+
+    defaults = settings()
+    assert defaults.values == {name: spec.default for name, spec in SPECS.items()}
+    assert defaults.extra == {}
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    top_k: 2\n    device: cpu\n"
+                      "    cameras: [front/image]\n    use_sim_time: true\n")
+    ran = settings(params, device="cuda", model="m.onnx")
+    assert ran.output == OutputSettings(output_scale=SPECS["output_scale"].default, top_k=2,
+                                        nms_radius=SPECS["nms_radius"].default,
+                                        min_score=SPECS["min_score"].default)
+    assert (ran.values["device"], ran.model_path) == ("cuda", "m.onnx")
+    report = ran.report()
+    assert report["top_k"] == 2 and report["device"] == "cuda" and "cameras" not in report
+    assert report["extra"] == {"cameras": ["front/image"], "use_sim_time": True}
+
+
 def test_interrupted_replay_leaves_no_bag(bag, model_path, tmp_path):
     """SIGTERM in the middle of writing: exit 130, nothing under the final name, no temp."""
     out = tmp_path / "interrupted"

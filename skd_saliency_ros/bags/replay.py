@@ -26,9 +26,9 @@ import json
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -37,7 +37,9 @@ from skd_saliency_ros.bags.bag_io import (BagError, CAMERA_INFO_TYPE, DISTROS, I
 from skd_saliency_ros.core.stamps import stamp_ns
 from skd_saliency_ros.core.errors import run_reporting_user_errors
 from skd_saliency_ros.core.output_paths import Output, check_outputs
-from skd_saliency_ros.ros.params import BACKENDS, DEVICES, SPECS
+from skd_saliency_ros.ros.engine_params import ENGINE_PARAMS, engine_from
+from skd_saliency_ros.ros.params import (BACKENDS, DEVICES, NODE_PARAMS, OUTPUT_PARAMS,
+                                         OutputSettings)
 from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError,
                                                  input_storage, load_sequence_gaze,
                                                  maybe_output_bag)
@@ -49,25 +51,39 @@ SALIENCY_TYPE = IMAGE_TYPE
 POSE_ARRAY_TYPE = "geometry_msgs/msg/PoseArray"
 VECTOR3_STAMPED_TYPE = "geometry_msgs/msg/Vector3Stamped"
 MATCHES = ("index", "stamp")
+#: the node parameters offline replay uses: the engine's, the outputs', the input size limits
+#: (the others, cameras, qos_*, diagnostics, ..., concern a running node only)
+OFFLINE_PARAMS = ENGINE_PARAMS + OUTPUT_PARAMS + ("min_input_size", "max_input_pixels")
+#: replay's command-line options that set a node parameter: option -> parameter
+NODE_OPTIONS = (("model", "model_path"), ("device", "device"), ("backend", "backend"))
 
 
 # --------------------------------------------------------------------------- settings
-@dataclass
-class Settings:
-    """Node parameters replay honours, from the node's params file and the command line."""
+@dataclass(frozen=True)
+class ReplaySettings:
+    """The node parameter values replay runs with, and the params-file entries it leaves.
 
-    model_path: str = SPECS["model_path"].default
-    device: str = SPECS["device"].default
-    backend: str = SPECS["backend"].default
-    threads: int = SPECS["threads"].default
-    max_gap_s: float = SPECS["max_gap_s"].default
-    top_k: int = SPECS["top_k"].default
-    nms_radius: float = SPECS["nms_radius"].default
-    min_score: float = SPECS["min_score"].default
-    output_scale: float = SPECS["output_scale"].default
-    min_input_size: int = SPECS["min_input_size"].default
-    max_input_pixels: int = SPECS["max_input_pixels"].default
-    extra: Dict[str, object] = field(default_factory=dict)
+    ``values`` holds every entry of the node's table: its defaults, then the params file
+    (checked by the node's own validate), then --model / --device / --backend.
+    """
+
+    values: Dict[str, Any]
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> str:
+        """The model file ('' = the default model shipped in the package)."""
+        return self.values["model_path"]
+
+    @property
+    def output(self) -> OutputSettings:
+        """What shapes each frame's messages, as in the node."""
+        return OutputSettings.from_values(self.values)
+
+    def report(self) -> Dict[str, Any]:
+        """Return the values replay used and the params file's other entries (for --json)."""
+        return {**{name: self.values[name] for name in OFFLINE_PARAMS},
+                "extra": dict(self.extra)}
 
 
 def read_params_file(path) -> Dict[str, object]:
@@ -89,27 +105,21 @@ def read_params_file(path) -> Dict[str, object]:
     raise ReplayError(f"{path}: no '<node>: ros__parameters:' section")
 
 
-def build_settings(args) -> Settings:
+def build_settings(args) -> ReplaySettings:
     """Defaults of the node, then the params file, then explicit command-line options."""
-    values = {}
-    if args.params_file:
-        from skd_saliency_ros.ros.params import validate
-        values = read_params_file(args.params_file)
-        # the node's own checks (use_sim_time and other ROS parameters are not the node's)
-        reason = validate({k: v for k, v in values.items() if k in SPECS})
-        if reason:
-            raise ReplayError(f"{args.params_file}: {reason}")
-    settings = Settings()
-    for name in ("model_path", "device", "backend", "threads", "max_gap_s", "top_k",
-                 "nms_radius", "min_score", "output_scale", "min_input_size",
-                 "max_input_pixels"):
-        if name in values:
-            setattr(settings, name, values[name])
-    for name, attr in (("model", "model_path"), ("device", "device"), ("backend", "backend")):
-        if getattr(args, name, None) is not None:
-            setattr(settings, attr, str(getattr(args, name)))
-    settings.extra = {k: v for k, v in values.items() if k not in asdict(Settings())}
-    return settings
+    values = NODE_PARAMS.defaults()
+    from_file = read_params_file(args.params_file) if args.params_file else {}
+    # the node's own checks (use_sim_time and other ROS parameters are not the node's)
+    node_values = {k: v for k, v in from_file.items() if k in NODE_PARAMS.by_name}
+    reason = NODE_PARAMS.validate(node_values)
+    if reason:
+        raise ReplayError(f"{args.params_file}: {reason}")
+    values.update(node_values)
+    for option, name in NODE_OPTIONS:
+        if getattr(args, option, None) is not None:
+            values[name] = str(getattr(args, option))
+    return ReplaySettings(values, extra={k: v for k, v in from_file.items()
+                                         if k not in OFFLINE_PARAMS})
 
 
 # --------------------------------------------------------------------------- messages
@@ -123,7 +133,7 @@ def _ros_header(stamp: int, frame_id: str):
 class FrameOutputs:
     """The node's outputs for one frame (``frame_messages``), serialized for the bag."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: OutputSettings):
         from rclpy.serialization import serialize_message
         self._serialize = serialize_message
         self.settings = settings
@@ -136,9 +146,8 @@ class FrameOutputs:
         """
         from skd_saliency_ros.ros.outputs import frame_messages
 
-        s = self.settings
         out = frame_messages(result.saliency, image_size, _ros_header(header_stamp, frame_id),
-                             camera_info, s.output_scale, s.top_k, s.nms_radius, s.min_score)
+                             camera_info, self.settings)
         msgs = {"saliency": (SALIENCY_TYPE, out.saliency), "peaks": (POSE_ARRAY_TYPE, out.peaks)}
         if out.bearings is not None:
             msgs["bearings"] = (POSE_ARRAY_TYPE, out.bearings)
@@ -149,7 +158,6 @@ class FrameOutputs:
         return {k: (t, self._serialize(m)) for k, (t, m) in msgs.items()}, out.peak_list
 
 
-# --------------------------------------------------------------------------- gaze matching
 # --------------------------------------------------------------------------- offline
 def default_output(bag: Path) -> Path:
     """``<bag>_saliency`` beside the input (``x.mcap`` -> ``x_saliency``)."""
@@ -157,105 +165,142 @@ def default_output(bag: Path) -> Path:
     return bag.parent / f"{stem}_saliency"
 
 
-def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Settings,
+def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: ReplaySettings,
                    args, gaze_path: Optional[Path] = None) -> dict:
     """Run one bag through the engine; write ``out`` (unless None); score against gaze."""
-    from tqdm import tqdm
-
-    from skd_saliency_ros.ros.image_io import ImageEncodingError
-    outputs = FrameOutputs(settings)
-    ns = args.ns.rstrip("/")
-    stats = {"bag": str(bag_path), "frames": 0, "invalid": 0, "non_finite": 0, "resets": 0,
-             "peaks": 0}
-    maps: List = []
     with InputBag(bag_path, topic=args.topic, distro=args.distro) as bag:
         gaze = load_sequence_gaze(gaze_path, bag, args.match) if gaze_path else None
-        matcher = FrameMatcher(args.match, gaze) if gaze is not None else None
-        total = bag.image_count if args.max_frames is None else min(bag.image_count,
-                                                                    args.max_frames)
-        stats.update(topic=bag.image_topic, camera_info=bag.info_topic, images_in_bag=total)
         storage = args.storage or input_storage(bag_path)
-        writing = out is not None
         with maybe_output_bag(out, args.overwrite, storage, args.distro) as obag:
-            bar = tqdm(total=total, desc=f"replay {bag_path.name}", unit="frame",
-                       disable=not args.progress)
-            info, ordinal, started = None, -1, time.perf_counter()
-            pending: List[tuple] = []
-            # CameraInfo by header stamp: a camera's info often follows its image in the bag
-            infos: Dict[int, object] = {}
-
-            def flush():
-                """One batched inference for the pending frames, then their outputs."""
-                results = engine.step_many([(bag.image_topic, rgb, stamp / 1e9)
-                                            for _, _, rgb, stamp, _ in pending])
-                for (k, m, rgb, stamp, cam), result in zip(pending, results):
-                    cam = infos.get(stamp, cam)
-                    stats["frames"] += 1
-                    if not result.finite:  # as the node: no output, never an all-zero map
-                        stats["non_finite"] += 1
-                        if stats["non_finite"] <= 3:
-                            print(f"{PROG}: {bag_path}: image {k}: the model's map is not "
-                                  "finite (NaN or inf); no output for it", file=sys.stderr)
-                        bar.update(1)
-                        continue
-                    stats["resets"] += int(result.reset_reason is not None and k > 0)
-                    if writing or matcher is None:
-                        msgs, peaks = outputs.build(result, (rgb.shape[1], rgb.shape[0]),
-                                                    stamp, m.msg.header.frame_id, cam)
-                        stats["peaks"] += len(peaks)
-                        for suffix, (msgtype, raw) in msgs.items():
-                            if writing:
-                                obag.write_raw(f"{ns}/{suffix}", msgtype, m.bag_ns, raw)
-                    if matcher is not None:
-                        maps.append((matcher(k, stamp), result.saliency))
-                    bar.update(1)
-                pending.clear()
-                infos.clear()
-
-            for m in bag.messages():
-                if m.topic == bag.info_topic:
-                    info = m.msg
-                    infos[stamp_ns(m.msg.header.stamp)] = m.msg
-                    if writing:
-                        obag.write_raw(m.topic, CAMERA_INFO_TYPE, m.bag_ns, m.raw,
-                                       typestore=bag.reader.typestore)
-                    continue
-                ordinal += 1
-                if args.max_frames is not None and ordinal >= args.max_frames:
-                    break
-                if writing:
-                    obag.write_raw(m.topic, m.msgtype, m.bag_ns, m.raw,
-                                   typestore=bag.reader.typestore)
-                try:
-                    rgb = decode_rgb(m.msg, m.msgtype, settings.min_input_size,
-                                     settings.max_input_pixels)
-                except ImageEncodingError as exc:
-                    stats["invalid"] += 1
-                    bar.update(1)
-                    if stats["invalid"] <= 3:
-                        print(f"{PROG}: {bag_path}: image {ordinal} skipped: {exc}",
-                              file=sys.stderr)
-                    continue
-                if len(pending) >= args.batch:  # flushed only now: its infos have arrived
-                    flush()
-                pending.append((ordinal, m, rgb, stamp_ns(m.msg.header.stamp), info))
-            if pending:
-                flush()
-            bar.close()
-            elapsed = time.perf_counter() - started
-            if stats["frames"] == 0:
-                raise BagError(f"{bag_path}: no image on '{bag.image_topic}' could be decoded")
+            one_pass = _OfflinePass(bag_path, bag, engine, settings, args, obag, gaze)
+            elapsed = one_pass.play()
+    stats = one_pass.stats
     stats["seconds"] = round(elapsed, 3)
     stats["fps"] = round(stats["frames"] / elapsed, 2) if elapsed > 0 else None
     stats["output"] = str(out) if out is not None else None
     if gaze is not None:
-        from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
-        scored = score_sequence(maps, gaze, EvalProtocol())
-        stats["gaze"] = str(gaze_path)
-        stats["metrics"] = scored["mean"]
-        stats["scored_frames"] = scored["n_frames"]
-        stats["per_frame"] = scored["per_frame"]
+        _add_scores(stats, one_pass.maps, gaze, gaze_path)
     return stats
+
+
+class _OfflinePass:
+    """One pass over an open bag: decode, batch, infer, build and write the outputs, count.
+
+    Images wait in ``pending`` for one batched inference of up to --batch frames; the
+    CameraInfo of a frame is the newest before it, or the one with its stamp that arrives
+    before the batch runs (a camera's info often follows its image in the bag).
+    """
+
+    def __init__(self, bag_path: Path, bag, engine, settings: ReplaySettings, args, obag,
+                 gaze):
+        from tqdm import tqdm
+        self.bag_path, self.bag, self.engine, self.args, self.obag = (bag_path, bag, engine,
+                                                                      args, obag)
+        self.input_limits = (settings.values["min_input_size"],
+                             settings.values["max_input_pixels"])
+        self.outputs = FrameOutputs(settings.output)
+        self.ns = args.ns.rstrip("/")
+        self.matcher = FrameMatcher(args.match, gaze) if gaze is not None else None
+        total = bag.image_count if args.max_frames is None else min(bag.image_count,
+                                                                    args.max_frames)
+        self.stats = {"bag": str(bag_path), "frames": 0, "invalid": 0, "non_finite": 0,
+                      "resets": 0, "peaks": 0, "topic": bag.image_topic,
+                      "camera_info": bag.info_topic, "images_in_bag": total}
+        self.maps: List[tuple] = []           # (gaze frame, map) to score
+        self.pending: List[tuple] = []        # (ordinal, message, rgb, stamp, CameraInfo)
+        self.infos: Dict[int, object] = {}    # CameraInfo by header stamp, until a flush
+        self.info = None                      # the newest CameraInfo
+        self.bar = tqdm(total=total, desc=f"replay {bag_path.name}", unit="frame",
+                        disable=not args.progress)
+
+    def play(self) -> float:
+        """Feed every message (up to --max-frames images); return the seconds it took."""
+        started = time.perf_counter()
+        ordinal = -1
+        for m in self.bag.messages():
+            if m.topic == self.bag.info_topic:
+                self._camera_info(m)
+                continue
+            ordinal += 1
+            if self.args.max_frames is not None and ordinal >= self.args.max_frames:
+                break
+            self._image(ordinal, m)
+        if self.pending:
+            self._flush()
+        self.bar.close()
+        elapsed = time.perf_counter() - started
+        if self.stats["frames"] == 0:
+            raise BagError(f"{self.bag_path}: no image on '{self.bag.image_topic}' could be "
+                           "decoded")
+        return elapsed
+
+    def _copy_input(self, m, msgtype: str) -> None:
+        if self.obag is not None:
+            self.obag.write_raw(m.topic, msgtype, m.bag_ns, m.raw,
+                                typestore=self.bag.reader.typestore)
+
+    def _camera_info(self, m) -> None:
+        self.info = m.msg
+        self.infos[stamp_ns(m.msg.header.stamp)] = m.msg
+        self._copy_input(m, CAMERA_INFO_TYPE)
+
+    def _image(self, ordinal: int, m) -> None:
+        from skd_saliency_ros.ros.image_io import ImageEncodingError
+        self._copy_input(m, m.msgtype)
+        try:
+            rgb = decode_rgb(m.msg, m.msgtype, *self.input_limits)
+        except ImageEncodingError as exc:
+            self.stats["invalid"] += 1
+            self.bar.update(1)
+            if self.stats["invalid"] <= 3:
+                print(f"{PROG}: {self.bag_path}: image {ordinal} skipped: {exc}",
+                      file=sys.stderr)
+            return
+        if len(self.pending) >= self.args.batch:  # flushed only now: its infos have arrived
+            self._flush()
+        self.pending.append((ordinal, m, rgb, stamp_ns(m.msg.header.stamp), self.info))
+
+    def _flush(self) -> None:
+        """One batched inference for the pending frames, then their outputs."""
+        results = self.engine.step_many([(self.bag.image_topic, rgb, stamp / 1e9)
+                                         for _, _, rgb, stamp, _ in self.pending])
+        for frame, result in zip(self.pending, results):
+            self._frame_result(frame, result)
+            self.bar.update(1)
+        self.pending.clear()
+        self.infos.clear()
+
+    def _frame_result(self, frame: tuple, result) -> None:
+        """Count one frame's result; write its outputs and keep its map for scoring."""
+        k, m, rgb, stamp, cam = frame
+        cam = self.infos.get(stamp, cam)
+        self.stats["frames"] += 1
+        if not result.finite:  # as the node: no output, never an all-zero map
+            self.stats["non_finite"] += 1
+            if self.stats["non_finite"] <= 3:
+                print(f"{PROG}: {self.bag_path}: image {k}: the model's map is not finite "
+                      "(NaN or inf); no output for it", file=sys.stderr)
+            return
+        self.stats["resets"] += int(result.reset_reason is not None and k > 0)
+        if self.obag is not None or self.matcher is None:
+            msgs, peaks = self.outputs.build(result, (rgb.shape[1], rgb.shape[0]), stamp,
+                                             m.msg.header.frame_id, cam)
+            self.stats["peaks"] += len(peaks)
+            if self.obag is not None:
+                for suffix, (msgtype, raw) in msgs.items():
+                    self.obag.write_raw(f"{self.ns}/{suffix}", msgtype, m.bag_ns, raw)
+        if self.matcher is not None:
+            self.maps.append((self.matcher(k, stamp), result.saliency))
+
+
+def _add_scores(stats: dict, maps: List[tuple], gaze, gaze_path: Path) -> None:
+    """Score the maps against the gaze with the training evaluate step's function."""
+    from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
+    scored = score_sequence(maps, gaze, EvalProtocol())
+    stats["gaze"] = str(gaze_path)
+    stats["metrics"] = scored["mean"]
+    stats["scored_frames"] = scored["n_frames"]
+    stats["per_frame"] = scored["per_frame"]
 
 
 # --------------------------------------------------------------------------- reporting
@@ -376,7 +421,7 @@ def _outputs_for(args) -> List[Optional[Path]]:
     return [args.out / (default_output(b).name) for b in args.bags]
 
 
-def _check_paths(args, outs: List[Optional[Path]], settings: Settings) -> None:
+def _check_paths(args, outs: List[Optional[Path]], settings: ReplaySettings) -> None:
     """Every output (bags, --json) clear of every input and of each other, before any work."""
     label = "--out" if args.out is not None else "output bag"
     inputs = ([("input bag", b) for b in args.bags]
@@ -414,40 +459,43 @@ def run(args) -> int:
                 load_sequence_gaze(gaze_path, bag, args.match)
     if args.live:
         from skd_saliency_ros.bags.replay_live import replay_live
-        results = [replay_live(b, o, settings, args, g) for b, o, g in zip(args.bags, outs,
-                                                                           gazes)]
+        results = [replay_live(b, o, args, g) for b, o, g in zip(args.bags, outs, gazes)]
         report = {"mode": "live", "sequences": {b.name: r for b, r in zip(args.bags, results)}}
     else:
-        from skd_saliency_ros.core.engine import SaliencyEngine
-        engine = SaliencyEngine(model_path=settings.model_path or None, device=settings.device,
-                                backend=settings.backend, max_gap_s=settings.max_gap_s,
-                                threads=int(settings.threads) or None)
-        results = []
-        for bag, out, gaze in zip(args.bags, outs, gazes):
-            engine.reset()
-            stats = replay_offline(bag, out, engine, settings, args, gaze)
-            print(f"{PROG}: {summary_line(stats)}", flush=True)
-            results.append(stats)
-        report = {"mode": "offline", "model": _jsonable(engine.model_info),
-                  "device": engine.device, "backend": engine.backend,
-                  "sequences": {b.name: r for b, r in zip(args.bags, results)}}
-        frames = sum(r["frames"] for r in results)
-        seconds = sum(r["seconds"] for r in results)
-        overall = overall_metrics(results)
-        report["overall"] = {"frames": frames, "seconds": round(seconds, 3),
-                             "fps": round(frames / seconds, 2) if seconds else None,
-                             "metrics": overall}
-        line = f"{PROG}: overall: {frames} frames, {report['overall']['fps']} frames/s"
-        if overall:
-            line += f"; {metrics_line(overall)} ({overall['n_frames']} scored)"
-        print(line, flush=True)
-    report["settings"] = _jsonable(asdict(settings))
+        report = _run_offline(args, settings, outs, gazes)
+    report["settings"] = _jsonable(settings.report())
     report["match"] = args.match
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_jsonable(report), indent=1))
         print(f"{PROG}: wrote {args.json}")
     return 0
+
+
+def _run_offline(args, settings: ReplaySettings, outs: List[Optional[Path]],
+                 gazes: List[Optional[Path]]) -> dict:
+    """One engine (the node's, from its parameters) over every bag; print the summary."""
+    engine = engine_from(settings.values)
+    results = []
+    for bag, out, gaze in zip(args.bags, outs, gazes):
+        engine.reset()
+        stats = replay_offline(bag, out, engine, settings, args, gaze)
+        print(f"{PROG}: {summary_line(stats)}", flush=True)
+        results.append(stats)
+    report = {"mode": "offline", "model": _jsonable(engine.model_info),
+              "device": engine.device, "backend": engine.backend,
+              "sequences": {b.name: r for b, r in zip(args.bags, results)}}
+    frames = sum(r["frames"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    overall = overall_metrics(results)
+    report["overall"] = {"frames": frames, "seconds": round(seconds, 3),
+                         "fps": round(frames / seconds, 2) if seconds else None,
+                         "metrics": overall}
+    line = f"{PROG}: overall: {frames} frames, {report['overall']['fps']} frames/s"
+    if overall:
+        line += f"; {metrics_line(overall)} ({overall['n_frames']} scored)"
+    print(line, flush=True)
+    return report
 
 
 def _jsonable(obj):

@@ -16,6 +16,7 @@ Start the node first (shared-memory transport recommended for full-HD images)::
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -92,18 +93,42 @@ def _latency_stats(values: List[float]) -> Dict[str, Optional[float]]:
             "p95_ms": round(float(np.percentile(ms, 95)), 2), "max_ms": round(float(ms.max()), 2)}
 
 
-def replay_live(bag_path: Path, out: Optional[Path], settings, args,
+def replay_live(bag_path: Path, out: Optional[Path], args,
                 gaze_path: Optional[Path] = None) -> dict:
-    """Play one bag into DDS, record the answers, return per-topic drops and latency."""
+    """Play one bag into DDS, record the answers, return per-topic drops and latency.
+
+    The running node answers with its own parameters; replay's settings play no part here.
+    """
+    from skd_saliency_ros.bags.replay_common import load_sequence_gaze
+    ns = args.ns.rstrip("/")
+    with _player_node() as node, InputBag(bag_path, topic=args.topic,
+                                          distro=args.distro) as bag:
+        gaze = load_sequence_gaze(gaze_path, bag, args.match) if gaze_path else None
+        recorder = _Recorder(node, ns)
+        pubs = _publishers(node, bag)
+        _wait_for_node(pubs[bag.image_topic], recorder, bag.image_topic, ns, args.wait)
+        sent, inputs, played = _play(bag, pubs, args)
+        expect = {f"{ns}/saliency": True, f"{ns}/peaks": True,
+                  f"{ns}/bearings": bag.info_topic is not None}
+        received = _collect(recorder, sent, expect, args.drain)
+        stats = {"bag": str(bag_path), "frames": len(sent), "seconds": round(played, 3),
+                 "fps": round(len(sent) / played, 2) if played > 0 else None,
+                 "rate": args.rate, "topic": bag.image_topic, "camera_info": bag.info_topic,
+                 "topics": _topic_stats(expect, received, sent, recorder.duplicates),
+                 "output": str(out) if out is not None else None}
+        if out is not None:
+            _write_live_bag(out, args, bag, inputs, received, sent, ns)
+        if gaze is not None:
+            _score_live(stats, received[f"{ns}/saliency"], sent, gaze, args)
+    _print_topics(stats)
+    return stats
+
+
+@contextlib.contextmanager
+def _player_node():
+    """Yield an rclpy node in its own context, spun on a thread; tear it all down after."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rosgraph_msgs.msg import Clock
-    from tqdm import tqdm
-
-    from skd_saliency_ros.bags.replay_common import (PROG, ReplayError, input_storage,
-                                                     load_sequence_gaze, maybe_output_bag)
-    ns = args.ns.rstrip("/")
     context = rclpy.Context()
     rclpy.init(context=context)
     node = executor = spinner = None
@@ -113,98 +138,7 @@ def replay_live(bag_path: Path, out: Optional[Path], settings, args,
         executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
-        pub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                             reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
-        recorder = _Recorder(node, ns)
-        clock_pub = node.create_publisher(Clock, "/clock", pub_qos)
-        with InputBag(bag_path, topic=args.topic, distro=args.distro) as bag:
-            gaze = load_sequence_gaze(gaze_path, bag, args.match) if gaze_path else None
-            pubs = {bag.image_topic: node.create_publisher(_msg_class(bag.image_type),
-                                                           bag.image_topic, pub_qos)}
-            if bag.info_topic:
-                pubs[bag.info_topic] = node.create_publisher(_msg_class(CAMERA_INFO_TYPE),
-                                                             bag.info_topic, pub_qos)
-            saliency_topic = f"{ns}/saliency"
-            if not _wait_for(lambda: pubs[bag.image_topic].get_subscription_count() > 0
-                             and recorder.subs[saliency_topic].get_publisher_count() > 0,
-                             args.wait):
-                raise ReplayError(
-                    f"live: no saliency node answered within {args.wait:g} s: nobody "
-                    f"subscribes to '{bag.image_topic}' and publishes '{saliency_topic}'. "
-                    "Start the node first (see docs/EVALUATION.md), remap its 'image' input "
-                    f"to {bag.image_topic} and check --ns and ROS_DOMAIN_ID")
-            time.sleep(0.5)  # let discovery of the remaining endpoints settle
-            total = bag.image_count if args.max_frames is None else min(bag.image_count,
-                                                                        args.max_frames)
-            sent: Dict[int, tuple] = {}   # header stamp -> (send time, ordinal, bag_ns)
-            inputs: List[tuple] = []      # (topic, msgtype, bag_ns, raw) for the output bag
-            bar = tqdm(total=total, desc=f"live {bag_path.name}", unit="frame",
-                       disable=not args.progress)
-            first_ns, ordinal, t0 = None, -1, None
-            for m in bag.messages():
-                if m.topic == bag.image_topic:
-                    ordinal += 1
-                    if args.max_frames is not None and ordinal >= args.max_frames:
-                        break
-                if first_ns is None:
-                    first_ns, t0 = m.bag_ns, time.monotonic()
-                delay = t0 + (m.bag_ns - first_ns) / 1e9 / args.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                clock = Clock()
-                clock.clock.sec, clock.clock.nanosec = divmod(int(m.bag_ns), 1_000_000_000)
-                clock_pub.publish(clock)
-                now = time.monotonic()
-                pubs[m.topic].publish(m.raw)
-                inputs.append((m.topic, m.msgtype, m.bag_ns, m.raw))
-                if m.topic == bag.image_topic:
-                    sent[stamp_ns(m.msg.header.stamp)] = (now, ordinal, m.bag_ns)
-                    bar.update(1)
-            bar.close()
-            played = time.monotonic() - t0 if t0 is not None else 0.0
-            expect = {f"{ns}/saliency": True, f"{ns}/peaks": True,
-                      f"{ns}/bearings": bag.info_topic is not None}
-            _wait_for(lambda: all(recorder.count(t) >= len(sent)
-                                  for t, want in expect.items() if want), args.drain)
-            time.sleep(0.2)
-            with recorder.lock:
-                received = {t: dict(v) for t, v in recorder.received.items()}
-            topics = {}
-            for topic, want in expect.items():
-                got = received[topic]
-                matched = [s for s in sent if s in got]
-                topics[topic] = {
-                    "expected": len(sent) if want else 0, "received": len(got),
-                    "drops": len(sent) - len(matched) if want else 0,
-                    "unmatched": len(set(got) - set(sent)),
-                    "duplicates": recorder.duplicates[topic],
-                    "latency": _latency_stats([got[s][0] - sent[s][0] for s in matched])}
-            stats = {"bag": str(bag_path), "frames": len(sent), "seconds": round(played, 3),
-                     "fps": round(len(sent) / played, 2) if played > 0 else None,
-                     "rate": args.rate, "topic": bag.image_topic,
-                     "camera_info": bag.info_topic, "topics": topics,
-                     "output": str(out) if out is not None else None}
-            if out is not None:
-                storage = args.storage or input_storage(bag_path)
-                with maybe_output_bag(out, args.overwrite, storage, args.distro) as obag:
-                    for topic, msgtype, bag_ns, raw in inputs:
-                        obag.write_raw(topic, msgtype, bag_ns, raw,
-                                       typestore=bag.reader.typestore)
-                    for suffix, msgtype in OUTPUT_TOPICS:
-                        topic = f"{ns}/{suffix}"
-                        for stamp, (_, raw) in sorted(received[topic].items()):
-                            bag_ns = sent[stamp][2] if stamp in sent else stamp
-                            obag.write_raw(topic, msgtype, bag_ns, raw)
-            if gaze is not None:
-                _score_live(stats, received[f"{ns}/saliency"], sent, gaze, args)
-        for topic, t in stats["topics"].items():
-            if t["expected"]:
-                lat = t["latency"]
-                print(f"{PROG}: live {topic}: {t['received']}/{t['expected']} received, "
-                      f"{t['drops']} dropped, latency mean {lat['mean_ms']} ms, p95 "
-                      f"{lat['p95_ms']} ms, max {lat['max_ms']} ms", flush=True)
-        return stats
+        yield node
     finally:
         if executor is not None:
             executor.shutdown()
@@ -213,6 +147,131 @@ def replay_live(bag_path: Path, out: Optional[Path], settings, args,
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def _publisher_qos():
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def _publishers(node, bag) -> dict:
+    """Return topic -> publisher: /clock, the bag's image topic and its CameraInfo (if any)."""
+    from rosgraph_msgs.msg import Clock
+    qos = _publisher_qos()
+    pubs = {"/clock": node.create_publisher(Clock, "/clock", qos),
+            bag.image_topic: node.create_publisher(_msg_class(bag.image_type),
+                                                   bag.image_topic, qos)}
+    if bag.info_topic:
+        pubs[bag.info_topic] = node.create_publisher(_msg_class(CAMERA_INFO_TYPE),
+                                                     bag.info_topic, qos)
+    return pubs
+
+
+def _wait_for_node(image_pub, recorder: _Recorder, image_topic: str, ns: str,
+                   wait_s: float) -> None:
+    """Wait until a node takes the images and publishes saliency, or raise ReplayError."""
+    from skd_saliency_ros.bags.replay_common import ReplayError
+    saliency_topic = f"{ns}/saliency"
+    if not _wait_for(lambda: image_pub.get_subscription_count() > 0
+                     and recorder.subs[saliency_topic].get_publisher_count() > 0, wait_s):
+        raise ReplayError(
+            f"live: no saliency node answered within {wait_s:g} s: nobody "
+            f"subscribes to '{image_topic}' and publishes '{saliency_topic}'. "
+            "Start the node first (see docs/EVALUATION.md), remap its 'image' input "
+            f"to {image_topic} and check --ns and ROS_DOMAIN_ID")
+    time.sleep(0.5)  # let discovery of the remaining endpoints settle
+
+
+def _play(bag, pubs: dict, args):
+    """Publish the bag at recorded speed (x --rate), each message after /clock at its time.
+
+    Return (sent: header stamp -> (send time, ordinal, bag_ns), inputs: (topic, msgtype,
+    bag_ns, raw) of every message published, seconds of playing).
+    """
+    from rosgraph_msgs.msg import Clock
+    from tqdm import tqdm
+    total = bag.image_count if args.max_frames is None else min(bag.image_count,
+                                                                args.max_frames)
+    sent: Dict[int, tuple] = {}
+    inputs: List[tuple] = []
+    bar = tqdm(total=total, desc=f"live {bag.path.name}", unit="frame",
+               disable=not args.progress)
+    first_ns, ordinal, t0 = None, -1, None
+    for m in bag.messages():
+        if m.topic == bag.image_topic:
+            ordinal += 1
+            if args.max_frames is not None and ordinal >= args.max_frames:
+                break
+        if first_ns is None:
+            first_ns, t0 = m.bag_ns, time.monotonic()
+        delay = t0 + (m.bag_ns - first_ns) / 1e9 / args.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        clock = Clock()
+        clock.clock.sec, clock.clock.nanosec = divmod(int(m.bag_ns), 1_000_000_000)
+        pubs["/clock"].publish(clock)
+        now = time.monotonic()
+        pubs[m.topic].publish(m.raw)
+        inputs.append((m.topic, m.msgtype, m.bag_ns, m.raw))
+        if m.topic == bag.image_topic:
+            sent[stamp_ns(m.msg.header.stamp)] = (now, ordinal, m.bag_ns)
+            bar.update(1)
+    bar.close()
+    return sent, inputs, (time.monotonic() - t0 if t0 is not None else 0.0)
+
+
+def _collect(recorder: _Recorder, sent: Dict[int, tuple], expect: Dict[str, bool],
+             drain_s: float) -> Dict[str, Dict[int, tuple]]:
+    """Wait up to ``drain_s`` for every expected answer; return a copy of what came."""
+    _wait_for(lambda: all(recorder.count(t) >= len(sent)
+                          for t, want in expect.items() if want), drain_s)
+    time.sleep(0.2)
+    with recorder.lock:
+        return {t: dict(v) for t, v in recorder.received.items()}
+
+
+def _topic_stats(expect: Dict[str, bool], received: Dict[str, Dict[int, tuple]],
+                 sent: Dict[int, tuple], duplicates: Dict[str, int]) -> dict:
+    """Per output topic: expected, received, drops, unmatched, duplicates, latency."""
+    topics = {}
+    for topic, want in expect.items():
+        got = received[topic]
+        matched = [s for s in sent if s in got]
+        topics[topic] = {
+            "expected": len(sent) if want else 0, "received": len(got),
+            "drops": len(sent) - len(matched) if want else 0,
+            "unmatched": len(set(got) - set(sent)),
+            "duplicates": duplicates[topic],
+            "latency": _latency_stats([got[s][0] - sent[s][0] for s in matched])}
+    return topics
+
+
+def _write_live_bag(out: Path, args, bag, inputs: List[tuple],
+                    received: Dict[str, Dict[int, tuple]], sent: Dict[int, tuple],
+                    ns: str) -> None:
+    """Write the played input and the answers, each answer at its frame's recording time."""
+    from skd_saliency_ros.bags.replay_common import input_storage, maybe_output_bag
+    storage = args.storage or input_storage(bag.path)
+    with maybe_output_bag(out, args.overwrite, storage, args.distro) as obag:
+        for topic, msgtype, bag_ns, raw in inputs:
+            obag.write_raw(topic, msgtype, bag_ns, raw, typestore=bag.reader.typestore)
+        for suffix, msgtype in OUTPUT_TOPICS:
+            topic = f"{ns}/{suffix}"
+            for stamp, (_, raw) in sorted(received[topic].items()):
+                bag_ns = sent[stamp][2] if stamp in sent else stamp
+                obag.write_raw(topic, msgtype, bag_ns, raw)
+
+
+def _print_topics(stats: dict) -> None:
+    from skd_saliency_ros.bags.replay_common import PROG
+    for topic, t in stats["topics"].items():
+        if t["expected"]:
+            lat = t["latency"]
+            print(f"{PROG}: live {topic}: {t['received']}/{t['expected']} received, "
+                  f"{t['drops']} dropped, latency mean {lat['mean_ms']} ms, p95 "
+                  f"{lat['p95_ms']} ms, max {lat['max_ms']} ms", flush=True)
 
 
 def _score_live(stats: dict, saliency: Dict[int, tuple], sent: Dict[int, tuple], gaze,
