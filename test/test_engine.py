@@ -13,8 +13,8 @@ import torch
 
 from skd_saliency_ros.core.checkpoint import (CheckpointError, DEFAULT_MODEL, load_checkpoint,
                                               save_checkpoint)
-from skd_saliency_ros.core.engine import SaliencyEngine, resize_area, upsample
-from skd_saliency_ros.core.maps import normalise_maps
+from skd_saliency_ros.core.engine import SaliencyEngine
+from skd_saliency_ros.core.maps import normalise_maps, resize_area, upsample
 from skd_saliency_ros.core.models import build_model, fuse_for_inference
 from skd_saliency_ros.core.onnx_export import export_checkpoint
 from skd_saliency_ros.core.peaks import find_peaks

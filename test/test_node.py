@@ -82,7 +82,7 @@ def test_stream_outputs_one_per_frame(ros_env, person11):
             assert sal.max() > 0.9 and sal.std() > 0.01, "map is (nearly) constant"
             # Same numbers as the engine run locally on the same frames and stamps.
             expected = engine.step(person11[k][:, :, ::-1].copy(), 1000.0 + PERIOD_S * k)
-            from skd_saliency_ros.core.engine import upsample
+            from skd_saliency_ros.core.maps import upsample
             np.testing.assert_allclose(sal, upsample(expected.saliency, (out_h, out_w)),
                                        atol=2e-3)
 
@@ -160,7 +160,7 @@ def test_reset_rules(ros_env, shared_data, person11):
             assert (expected.reset_reason or "").startswith(reason or "") and \
                 (expected.reset_reason is None) == (reason is None)
             sal = image_to_array(client.by_stamp("saliency")[stamp_of(msg)][0])
-            from skd_saliency_ros.core.engine import upsample
+            from skd_saliency_ros.core.maps import upsample
             np.testing.assert_allclose(sal, upsample(expected.saliency, sal.shape), atol=2e-3,
                                        err_msg=f"frame at {stamp} s paired differently")
             if reason:
@@ -333,7 +333,7 @@ def test_compressed_transport_answers_real_jpeg_frames(ros_env, shared_data):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage
 
-    from skd_saliency_ros.core.engine import upsample
+    from skd_saliency_ros.core.maps import upsample
 
     frames = read_frames(shared_data / "uav_gaze" / "car10.mp4", 60)   # 1280x720 BGR
     env = node_env(ros_env)

@@ -201,8 +201,8 @@ def test_model_without_maps_publishes_nothing_and_reports_error(ros_env, shared_
     from diagnostic_msgs.msg import DiagnosticStatus
 
     from bad_models import fails_off_grey, nan_off_grey
-    from skd_saliency_ros.core.engine import SaliencyEngine, resize_area
-    from skd_saliency_ros.core.maps import fill_pair
+    from skd_saliency_ros.core.engine import SaliencyEngine
+    from skd_saliency_ros.core.maps import fill_pair, resize_area
 
     build, status_text, log_text = {
         "non_finite": (nan_off_grey, "not finite", "not finite"),

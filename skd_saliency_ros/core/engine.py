@@ -1,12 +1,12 @@
 """SaliencyEngine: RGB frames in, R x R saliency maps out, with per-stream temporal state.
 
-Plain numpy / OpenCV / torch or onnxruntime, no ROS types, so the node, the bag replay,
-the demo and the benchmarks share one object.
+Plain numpy / torch or onnxruntime, no ROS types, so the node, the bag replay, the demo
+and the benchmarks share one object.
 
-Per frame: resize to R x R with area averaging (``cv2.INTER_AREA``: each cell is the mean of
-the pixels it covers, so small aerial targets are not aliased away; see resize_area), pair
-with the stream's previous frame (kept at R x R, a few KB), run the model, then min-max
-normalise the raw map of each frame to [0, 1].
+Per frame: resize to R x R with area averaging (``core.maps.resize_area``, cv2.INTER_AREA:
+each cell is the mean of the pixels it covers, so small aerial targets are not aliased
+away), pair with the stream's previous frame (kept at R x R, a few KB), run the model, then
+min-max normalise the raw map of each frame to [0, 1].
 Normalisation makes maps comparable across frames and models; it discards the absolute
 level, and a constant (or numerically flat) map becomes all zeros rather than noise.  A raw
 map holding NaN or inf also becomes zeros; its StepResult says ``finite=False`` so that a
@@ -45,17 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
 
-from skd_saliency_ros.core.maps import fill_pair, normalise_maps
+from skd_saliency_ros.core.backends import BACKENDS, DEVICES
+from skd_saliency_ros.core.maps import fill_pair, normalise_maps, resize_area
 from skd_saliency_ros.core.models import fuse_for_inference
 from skd_saliency_ros.core.onnx_runtime import ort_session
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 
-DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "torch", "onnxruntime")
 #: Grey level of the load check's frame pair (uint8): mid-grey, a static scene.
 CHECK_GREY = 128
 
@@ -85,46 +83,12 @@ class _StreamState:
     stamp: float
 
 
-def upsample(saliency: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Resize an R x R map to ``size`` = (H, W) bilinearly; float32 in [0, 1].
-
-    Bilinear resizing uses the same pixel-centre convention as peaks.py, so a peak found on
-    the R x R map lands on the same pixel of the upsampled map.
-    """
-    height, width = (int(v) for v in size)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"upsample: size must be positive (H, W), got {size}")
-    sal = np.asarray(saliency, dtype=np.float32)
-    if sal.ndim != 2 or sal.size == 0:
-        raise ValueError(f"upsample: expected a 2-D map, got shape {sal.shape}")
-    out = cv2.resize(sal, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
 def onnx_cache_dir() -> Path:
     """Where exported ONNX files of checkpoints are kept (SKD_ONNX_CACHE overrides)."""
     if os.environ.get("SKD_ONNX_CACHE"):
         return Path(os.environ["SKD_ONNX_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "skd_saliency_ros" / "onnx"
-
-
-def resize_area(frame: np.ndarray, size: int) -> np.ndarray:
-    """Resize an (H, W, C) uint8 frame to size x size with area averaging (cv2.INTER_AREA).
-
-    OpenCV's exact-area path for a non-integer ratio (720 -> 64) costs ~3 ms on a 720p
-    frame, its integer-ratio path a fraction of that.  Area averaging is separable, so when
-    W is a multiple of ``size`` (1280, 1920, 640 for R = 64) the width is reduced first by
-    the integer path and the few remaining rows by the exact one: ~2-3x faster, and equal
-    to a single INTER_AREA call up to one grey level of intermediate rounding.
-    """
-    height, width = frame.shape[:2]
-    if height == size and width == size:
-        return np.array(frame, copy=True)
-    if width % size == 0 and width > size and height > size:
-        narrow = cv2.resize(frame, (size, height), interpolation=cv2.INTER_AREA)
-        return cv2.resize(narrow, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _check_frame(frame) -> Tuple[int, int]:

@@ -1,8 +1,13 @@
-"""Model input and output conventions, written once: frame pairing and map normalisation.
+"""Model input and output conventions, written once: resizing, frame pairing, normalisation.
 
 The node (through SaliencyEngine), offline replay, training validation, the evaluate step,
-the metrics and the teachers all call these, so they cannot drift apart:
+the metrics and the teachers all call these, so they cannot drift apart.  Plain numpy and
+OpenCV, no torch, so the ROS layer can shape maps without loading a model runtime:
 
+* ``resize_area``: a frame down to the model's R x R by area averaging (each cell is the
+  mean of the pixels it covers, so small aerial targets are not aliased away);
+* ``upsample``: an R x R map up to an image size, bilinearly, on the pixel-centre
+  convention of ``core.peaks``;
 * ``fill_pair``: the two-stream input is frame t (channels 0-2) and the frame it is paired
   with (channels 3-5: the previous frame, or frame t itself after a reset), RGB in [0, 1];
 * ``normalise_maps`` / ``minmax``: min-max to [0, 1] per map; a map whose range is below
@@ -12,8 +17,9 @@ the metrics and the teachers all call these, so they cannot drift apart:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
+import cv2
 import numpy as np
 
 #: A map whose max - min is below this fraction of its magnitude counts as constant.
@@ -57,3 +63,37 @@ def fill_pair(out: np.ndarray, frame: np.ndarray, paired: Optional[np.ndarray]) 
             raise ValueError("a two-stream input needs the paired frame")
         np.divide(paired.transpose(2, 0, 1), np.float32(255.0), out=out[3:6])
     return out
+
+
+def resize_area(frame: np.ndarray, size: int) -> np.ndarray:
+    """Resize an (H, W, C) uint8 frame to size x size with area averaging (cv2.INTER_AREA).
+
+    OpenCV's exact-area path for a non-integer ratio (720 -> 64) costs ~3 ms on a 720p
+    frame, its integer-ratio path a fraction of that.  Area averaging is separable, so when
+    W is a multiple of ``size`` (1280, 1920, 640 for R = 64) the width is reduced first by
+    the integer path and the few remaining rows by the exact one: ~2-3x faster, and equal
+    to a single INTER_AREA call up to one grey level of intermediate rounding.
+    """
+    height, width = frame.shape[:2]
+    if height == size and width == size:
+        return np.array(frame, copy=True)
+    if width % size == 0 and width > size and height > size:
+        narrow = cv2.resize(frame, (size, height), interpolation=cv2.INTER_AREA)
+        return cv2.resize(narrow, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def upsample(saliency: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Resize an R x R map to ``size`` = (H, W) bilinearly; float32 in [0, 1].
+
+    Bilinear resizing uses the same pixel-centre convention as peaks.py, so a peak found on
+    the R x R map lands on the same pixel of the upsampled map.
+    """
+    height, width = (int(v) for v in size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"upsample: size must be positive (H, W), got {size}")
+    sal = np.asarray(saliency, dtype=np.float32)
+    if sal.ndim != 2 or sal.size == 0:
+        raise ValueError(f"upsample: expected a 2-D map, got shape {sal.shape}")
+    out = cv2.resize(sal, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(out, 0.0, 1.0, out=out)
