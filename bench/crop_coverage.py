@@ -13,7 +13,7 @@ pooled share (fixations inside / all fixations), the per-frame mean of each fram
 and the frames where the model's crop holds more, as many, or fewer fixations than the centre's.
 
 The maps are the evaluate step's (training/evaluate.py, ``--models default``): frames area
-resized to the model's R (engine.resize_area), frame t paired with t-1 (the first with
+resized to the model's R (core.maps.resize_area), frame t paired with t-1 (the first with
 itself), min-max normalised (training/predict.py), the model run once per frame; both crop
 sizes come from the one map and its one peak.  The frames are decoded here, not taken from the
 training cache, so nothing is written but the reports.
@@ -98,7 +98,7 @@ def default_maps(video: Path, gaze: Path, model_path: Path, progress: bool):
     from tqdm import tqdm
 
     from skd_saliency_ros.core.checkpoint import load_checkpoint
-    from skd_saliency_ros.core.engine import resize_area
+    from skd_saliency_ros.core.maps import resize_area
     from training.datasets import VideoSource
     from training.predict import predict_maps
 
