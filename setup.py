@@ -24,6 +24,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.*")),
         # teacher YAMLs of the training pipeline (their ONNX files stay in the data bundle)
         (f"share/{PACKAGE}/config/teachers", glob("config/teachers/*.yaml")),
+        # the bundle's dataset split, beside them (every config file is installed)
+        (f"share/{PACKAGE}/config/datasets", glob("config/datasets/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

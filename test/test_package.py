@@ -3,10 +3,11 @@
 * flake8 with pep257 docstrings (what ament_flake8 / ament_pep257 run), from PyPI;
 * package.xml valid against the format-3 schema (vendored in test/xsd: no network in tests);
 * package.xml, setup.py, setup.cfg and resource/ agree on name, version and install paths;
-* launch/saliency.launch.py agrees with setup.py, the node and config/ (read with ast:
-  launch and launch_ros are not installable from PyPI, and faking them would test nothing);
-* config/saliency.yaml lists exactly the parameters the node declares, with their defaults;
-* `colcon build` installs a saliency_node that starts (and stops cleanly on a bad model).
+* the launch files agree with setup.py, the nodes and config/: test_launch_files.py;
+* config/saliency.yaml and config/attention.yaml list exactly the parameters their node
+  declares, with their defaults;
+* `colcon build` installs a saliency_node that starts (and stops cleanly on a bad model),
+  the model files with their card, and every launch and config file.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lxml import etree
 
 from skd_saliency_ros import __version__
 from skd_saliency_ros.ros import params
-from skd_saliency_ros.ros.node import NODE_NAME
+from skd_saliency_ros.ros.attention_node import ATTENTION_PARAMS
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "skd_saliency_ros"
@@ -101,6 +102,7 @@ def test_package_metadata_agrees():
     assert data_files[f"share/{PACKAGE}/launch"] == ("glob", "launch/*.py")
     assert data_files[f"share/{PACKAGE}/config"] == ("glob", "config/*.*")
     assert data_files[f"share/{PACKAGE}/config/teachers"] == ("glob", "config/teachers/*.yaml")
+    assert data_files[f"share/{PACKAGE}/config/datasets"] == ("glob", "config/datasets/*.yaml")
     assert setup["package_data"] == {
         PACKAGE: ["weights/*.pt", "weights/*.onnx", "weights/*.md", "weights/*.json"]}
     cfg = (REPO / "setup.cfg").read_text()
@@ -109,73 +111,6 @@ def test_package_metadata_agrees():
     scripts = dict(s.split(" = ") for s in setup["entry_points"]["console_scripts"])
     assert scripts["saliency_node"] == "skd_saliency_ros.ros.node:main"
     assert {"saliency_replay", "attention_to_setpoint"} <= set(scripts)
-
-
-def _launch_calls():
-    tree = ast.parse((REPO / "launch" / "saliency.launch.py").read_text())
-    calls = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            calls.setdefault(node.func.id, []).append(node)
-    return tree, calls
-
-
-def _kw(call, name):
-    return next((k.value for k in call.keywords if k.arg == name), None)
-
-
-def _path_parts(call):
-    """Return the string parts of an os.path.join(...) call."""
-    return [a.value for a in call.args if isinstance(a, ast.Constant)]
-
-
-def test_launch_file_matches_package():
-    """The launch file runs the installed executable with the shipped config and profile."""
-    tree, calls = _launch_calls()
-    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
-               for n in tree.body)
-    consts = {n.targets[0].id: n.value.value for n in tree.body
-              if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)}
-    (node,) = calls["Node"]
-    package = _kw(node, "package")
-    assert consts.get(getattr(package, "id", None), getattr(package, "value", None)) == PACKAGE
-    executable = ast.literal_eval(_kw(node, "executable"))
-    scripts = dict(s.split(" = ") for s in _setup_call()["entry_points"]["console_scripts"])
-    assert executable in scripts and scripts[executable].startswith("skd_saliency_ros.ros.node:")
-    assert ast.literal_eval(_kw(node, "name")) == NODE_NAME
-
-    # Launch arguments: declared once each, and every LaunchConfiguration is declared.
-    declared = [ast.literal_eval(c.args[0]) for c in calls["DeclareLaunchArgument"]]
-    assert sorted(declared) == sorted(set(declared))
-    assert {"image_topic", "camera_info_topic", "namespace", "params_file"} <= set(declared)
-    used = {ast.literal_eval(c.args[0]) for c in calls["LaunchConfiguration"]}
-    assert used <= set(declared)
-
-    # Remappings target the node's own input names (default camera list and CameraInfo).
-    remaps = {ast.literal_eval(t.elts[0]): t.elts[1].args[0].value
-              for t in _kw(node, "remappings").elts}
-    (default_camera,) = params.SPECS["cameras"].default
-    assert remaps == {default_camera: "image_topic",
-                      params.camera_info_topic(default_camera): "camera_info_topic"}
-
-    # The params file default is the installed config/saliency.yaml, the namespace an arg.
-    joins = {tuple(_path_parts(c)) for c in ast.walk(tree) if isinstance(c, ast.Call)
-             and isinstance(c.func, ast.Attribute) and c.func.attr == "join"}
-    assert ("config", "saliency.yaml") in joins and (REPO / "config/saliency.yaml").is_file()
-    assert ("config", "fastdds_shm.xml") in joins and (REPO / "config/fastdds_shm.xml").is_file()
-    assert _kw(node, "parameters").elts[0].args[0].value == "params_file"
-    assert _kw(node, "namespace").args[0].value == "namespace"
-
-    # FASTDDS_DEFAULT_PROFILES_FILE: the user's value if set, else the shipped profile.
-    (setenv,) = calls["SetEnvironmentVariable"]
-    assert ast.literal_eval(setenv.args[0]) == "FASTDDS_DEFAULT_PROFILES_FILE"
-    env = setenv.args[1]
-    assert env.func.id == "EnvironmentVariable"
-    assert ast.literal_eval(env.args[0]) == "FASTDDS_DEFAULT_PROFILES_FILE"
-    default = _kw(env, "default_value")
-    profile_var = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                       and n.targets[0].id == default.id)
-    assert _path_parts(profile_var.value) == ["config", "fastdds_shm.xml"]
 
 
 def test_fastdds_profile_is_shared_memory():
@@ -216,6 +151,31 @@ def test_yaml_lists_exactly_the_declared_parameters():
             assert desc.integer_range or desc.floating_point_range, spec.name
 
 
+def test_attention_yaml_lists_exactly_the_declared_parameters():
+    """config/attention.yaml: every parameter of attention_to_setpoint, its default and type."""
+    text = (REPO / "config" / "attention.yaml").read_text()
+    doc = yaml.safe_load(text)
+    assert list(doc) == ["/**"]
+    values = doc["/**"]["ros__parameters"]
+    assert set(values) == set(ATTENTION_PARAMS.names)
+    for spec in ATTENTION_PARAMS.specs:
+        value = values[spec.name]
+        assert value == spec.default and type(value) is type(spec.default), spec.name
+    assert ATTENTION_PARAMS.validate(values) is None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^    (\w+):", line)
+        if match:
+            assert lines[i - 1].strip().startswith("#"), f"{match.group(1)} has no comment"
+
+
+def _shipped_files(*folders: str):
+    """Every file under the given folders of the checkout (relative paths), no caches."""
+    return sorted(str(p.relative_to(REPO)) for folder in folders
+                  for p in (REPO / folder).rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+
+
 def _copy_package(dest: Path) -> None:
     """Copy what the package consists of (no venv, no data) into a workspace src folder."""
     dest.mkdir(parents=True)
@@ -242,9 +202,13 @@ def test_colcon_build_installs_a_working_node(tmp_path, ros_env):
     exe = install / "lib" / PACKAGE / "saliency_node"
     assert exe.is_file() and os.access(exe, os.X_OK)
     share = install / "share" / PACKAGE
-    for rel in ("package.xml", "launch/saliency.launch.py", "config/saliency.yaml",
-                "config/fastdds_shm.xml"):
-        assert (share / rel).is_file(), rel
+    assert (share / "package.xml").is_file()
+    # every launch file (and the rules they load) and every config file, at the same place
+    shipped = _shipped_files("launch", "config")
+    assert {"launch/bringup.launch.py", "launch/launch_rules.py", "config/attention.yaml",
+            "config/fastdds_shm.xml"} <= set(shipped)
+    missing = [rel for rel in shipped if not (share / rel).is_file()]
+    assert not missing, f"not installed under {share}: {missing}"
     assert (install / "share/ament_index/resource_index/packages" / PACKAGE).is_file()
     site = next((install / "lib").glob("python3*/site-packages"))
     # the checkpoint, its pre-exported ONNX and its card (the research-use terms travel along)
@@ -252,6 +216,8 @@ def test_colcon_build_installs_a_working_node(tmp_path, ros_env):
         weights = sorted(p.name for p in (REPO / PACKAGE / "weights").glob(pattern))
         assert weights and sorted(
             p.name for p in (site / PACKAGE / "weights").glob(pattern)) == weights
+    for card in ("skd_default_r64.md", "skd_default_r64.json"):
+        assert (site / PACKAGE / "weights" / card).is_file(), card
 
     # Start the installed executable (from a clean directory, only the install on the path)
     # with a model that does not exist: it must come up far enough to say so and exit 1.
