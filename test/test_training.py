@@ -17,12 +17,27 @@ import pytest
 import torch
 
 from skd_saliency_ros.core.checkpoint import read_checkpoint
-from training.__main__ import main
+from training.__main__ import main as cli
 from training.losses import distillation_loss, normalised_l2
 
 REPO = Path(__file__).resolve().parents[1]
 R = 16
 FRAMES = 8
+# The few-step runs here train the cheap way: hand-made teachers (no TinyHD-M session, no
+# 16-frame window), the learned-prior net, a constant rate and the paper's lambdas; the
+# defaults before the shipped recipe became them. The recipe's own defaults are checked by
+# test_transfer_and_distill_defaults_are_the_shipped_recipe.
+CHEAP = ["--spatial-teacher", "spectral-residual", "--temporal-teacher", "motion-homography",
+         "--arch", "skd-paper-prior", "--lr-schedule", "constant", "--loss", "l2"]
+CHEAP_STEP = {"distill": [*CHEAP, "--lambda", "0.5"], "transfer": [*CHEAP, "--lambda", "0"]}
+
+
+def main(argv):
+    """Run ``python -m training``; distill / transfer get ``CHEAP_STEP`` before the options.
+
+    The test's own options come after them, so they win where they say otherwise.
+    """
+    return cli([argv[0], *CHEAP_STEP.get(argv[0], []), *argv[1:]])
 
 
 def _common(data: Path, cache: Path, out: Path, steps: int = 4, extra=()):
@@ -236,7 +251,8 @@ def test_torchrun_two_gloo_processes(shared_data, cache, tmp_path):
     out = tmp_path / "ddp.pt"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", "2", "-m", "training", "distill", "--student", "spatial",
+           "--nproc_per_node", "2", "-m", "training", "distill", *CHEAP_STEP["distill"],
+           "--student", "spatial",
            "--threads", "1", *_common(shared_data, cache, out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -403,3 +419,121 @@ def test_evaluate_and_transfer_never_write_onto_their_inputs(students, shared_da
                  str(students["temporal"]), "--overwrite",
                  *_common(shared_data, cache, spatial)]) == 2
     assert "--spatial" in capsys.readouterr().err and spatial.read_bytes() == weights
+
+
+# --------------------------------------------------------------------------- recipe, layouts
+def test_transfer_and_distill_defaults_are_the_shipped_recipe(capsys, monkeypatch):
+    """Without options, transfer and distill train the shipped recipe; --help says its values."""
+    from dataclasses import fields
+
+    from training import distill, transfer
+    from training.recipe import SHIPPED_RECIPE, Recipe
+    from training.trainer import TrainingError
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps --help (and hyphenated names) less
+    recipe = {f.name: getattr(SHIPPED_RECIPE, f.name) for f in fields(Recipe)}
+    for step, module, required in (("transfer", transfer, []),
+                                   ("distill", distill, ["--student", "spatial"])):
+        parser = _parser(module, step)
+        args = parser.parse_args([*required, "-o", "x.pt"])
+        shown = {name: getattr(args, name) for name in recipe if name != "from_scratch"}
+        assert shown == {k: v for k, v in recipe.items() if k != "from_scratch"}, step
+        with pytest.raises(SystemExit) as done:
+            cli([step, "--help"])
+        assert done.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        said = [a for a in parser._actions if a.dest in recipe and "%(default)" in a.help]
+        assert {a.dest for a in said} == set(recipe) - {"hflip", "from_scratch"}, step
+        for action in said:
+            expanded = " ".join((action.help % {**vars(action), "prog": parser.prog}).split())
+            assert f"default: {recipe[action.dest]})" in expanded, (step, action.dest)
+            assert expanded in text, (step, action.dest)
+    # transfer without students starts from scratch, as the shipped model did
+    args = _parser(transfer, "transfer").parse_args(["-o", "x.pt"])
+    assert transfer.from_scratch(args) is SHIPPED_RECIPE.from_scratch is True
+    args = _parser(transfer, "transfer").parse_args(["--temporal", "t.pt", "-o", "x.pt"])
+    with pytest.raises(TrainingError, match="--spatial CHECKPOINT is required"):
+        transfer.from_scratch(args)
+
+
+def _parser(module, step: str):
+    """Return the argument parser of a step module, as the CLI builds it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m training {step}")
+    module.add_arguments(parser)
+    return parser
+
+
+def test_shipped_default_was_trained_with_the_recipe():
+    """Every recipe value is what the shipped checkpoint saved (its flat, older layout)."""
+    from dataclasses import fields
+
+    from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from training.card import build_card
+    from training.recipe import SHIPPED_RECIPE, Recipe, stored_config
+
+    model, payload = load_checkpoint(DEFAULT_MODEL, kind="fused", arch="skd-paper",
+                                     resolution=SHIPPED_RECIPE.resolution)
+    assert "config" not in payload["meta"]  # saved before the config was stored whole
+    stored = stored_config(payload)
+    differ = {f.name: (getattr(SHIPPED_RECIPE, f.name), stored.get(f.name))
+              for f in fields(Recipe) if getattr(SHIPPED_RECIPE, f.name) != stored.get(f.name)}
+    assert differ == {}, "recipe value, shipped value: " + repr(differ)
+    assert stored["loss"] == "l2" and "loss" not in payload["meta"]  # implied: before --loss
+    card = build_card(DEFAULT_MODEL, {})["training"]
+    assert (card["lambda"], card["loss"], card["steps"], card["lr_schedule"]) == (
+        1.0, "l2", 4000, "cosine")
+
+
+# The options a resume state of the code before TrainConfig held (all it stored of the run).
+RESUME_KEYS_BEFORE = ("kind", "arch", "resolution", "lam", "batch_size", "lr", "lr_schedule",
+                      "weight_decay", "seed", "hflip", "world", "loss", "cc_weight",
+                      "nss_weight")
+
+
+def _rewrite(path: Path, change) -> None:
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+
+
+def test_checkpoints_of_the_layout_before_still_load_and_resume(students, shared_data, cache,
+                                                                tmp_path):
+    """A resume state and a checkpoint written the way before the config was stored whole.
+
+    The old resume state (only the options fixed on resume) continues to the same weights;
+    the old checkpoint (flat meta keys only) reads back the same settings and card.
+    """
+    from dataclasses import fields
+
+    from training.card import build_card
+    from training.recipe import TrainConfig, stored_config
+
+    out = tmp_path / "t.pt"
+    common = _common(shared_data, cache, out)
+    assert main(["distill", "--student", "temporal", "--stop-after", "2", *common]) == 0
+    state = tmp_path / "t.resume.pt"
+    whole = json.loads(read_checkpoint(state)["extra"]["config"])
+    assert set(whole) == {f.name for f in fields(TrainConfig)} | {"world"}
+
+    def before(payload):
+        config = json.loads(payload["extra"]["config"])
+        payload["extra"]["config"] = json.dumps({k: config[k] for k in RESUME_KEYS_BEFORE})
+        payload["meta"] = {"resume_state": True}
+    _rewrite(state, before)
+    assert main(["distill", "--student", "temporal", "--resume", *common]) == 0
+    assert _same(_weights(out), _weights(students["temporal"]))
+
+    new = read_checkpoint(out)
+    run = {k: v for k, v in whole.items() if k != "world"}  # the world: meta "world_size"
+    assert new["meta"]["config"] == {**run, "resume": True, "stop_after": None}
+    assert new["meta"]["config"]["output"] == str(out)
+    old = tmp_path / "old.pt"
+    old.write_bytes(out.read_bytes())
+    _rewrite(old, lambda payload: payload["meta"].pop("config"))
+    assert "config" not in read_checkpoint(old)["meta"]
+    old_config, new_config = stored_config(read_checkpoint(old)), stored_config(new)
+    assert old_config["lam"] == new_config["lam"] == 0.5 and old_config["world"] == 1
+    assert {k: new_config[k] for k in old_config} == old_config
+    assert build_card(old, {})["training"] == build_card(out, {})["training"]

@@ -18,6 +18,26 @@ from skd_saliency_ros.core.models import build_model, count_parameters
 from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
 
 from .evaluate import TABLE_COLUMNS, markdown_table
+from .recipe import stored_config
+
+
+# The card's "training" entries; the settings among them are read by TrainConfig field name
+# (stored_config: any checkpoint layout), the rest are facts of the run in its meta.
+TRAINING_KEYS = ("step", "init", "lambda", "loss", "steps", "batch_size", "lr", "lr_schedule",
+                 "weight_decay", "seed", "hflip", "teachers", "soft_teachers", "data",
+                 "train_time_s", "threads", "world_size", "command")
+STUDENT_KEYS = ("lambda", "steps", "batch_size", "teachers", "train_time_s", "command")
+SETTING_FIELDS = {"lambda": "lam", "loss": "loss", "steps": "steps", "batch_size": "batch_size",
+                  "lr": "lr", "lr_schedule": "lr_schedule", "weight_decay": "weight_decay",
+                  "seed": "seed", "hflip": "hflip", "threads": "threads", "world_size": "world"}
+
+
+def training_entries(payload: Dict[str, Any], keys) -> Dict[str, Any]:
+    """Return the card entries ``keys`` of a checkpoint (or of a student's stored meta)."""
+    meta = payload.get("meta", {})
+    config = stored_config(payload)
+    return {k: config.get(SETTING_FIELDS[k]) if k in SETTING_FIELDS else meta.get(k)
+            for k in keys}
 
 
 def build_card(checkpoint: Path, evaluation: Dict[str, Any]) -> Dict[str, Any]:
@@ -25,18 +45,14 @@ def build_card(checkpoint: Path, evaluation: Dict[str, Any]) -> Dict[str, Any]:
     payload = read_checkpoint(checkpoint)
     meta = payload.get("meta", {})
     model = build_model(payload["kind"], payload["arch"])
-    keep = ("step", "init", "lambda", "steps", "batch_size", "lr", "lr_schedule", "weight_decay",
-            "seed", "hflip", "teachers", "soft_teachers", "data", "train_time_s", "threads",
-            "world_size", "command")
-    students = {k: {key: v.get("meta", {}).get(key) for key in
-                    ("lambda", "steps", "batch_size", "teachers", "train_time_s", "command")}
+    students = {k: training_entries({"meta": v.get("meta", {})}, STUDENT_KEYS)
                 for k, v in meta.get("students", {}).items()}
     return {
         "file": checkpoint.name,
         "kind": payload["kind"], "arch": payload["arch"].get("name"),
         "resolution": payload["resolution"], "parameters": count_parameters(model),
         "created": payload.get("created"), "code_version": payload.get("code_version"),
-        "training": {k: meta.get(k) for k in keep},
+        "training": training_entries(payload, TRAINING_KEYS),
         "students": students,
         "validation_during_training": meta.get("validation"),
         "evaluation": evaluation,
@@ -52,8 +68,9 @@ def card_markdown(card: Dict[str, Any]) -> str:
              f"({card['code_version']}).", "",
              "## Training", "",
              f"- step: {t.get('step')} (init: {t.get('init')}), lambda {t.get('lambda')}, "
-             f"{t.get('steps')} steps x batch {t.get('batch_size')}, Adam lr {t.get('lr')}, "
-             f"weight decay {t.get('weight_decay')}, seed {t.get('seed')}",
+             f"loss {t.get('loss')}, {t.get('steps')} steps x batch {t.get('batch_size')}, "
+             f"Adam lr {t.get('lr')} ({t.get('lr_schedule')}), weight decay "
+             f"{t.get('weight_decay')}, seed {t.get('seed')}",
              f"- teachers: {t.get('teachers')}",
              f"- training time: {t.get('train_time_s')} s on {t.get('threads')} thread(s)",
              f"- data: {_data_line(t.get('data'))}",

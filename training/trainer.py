@@ -2,7 +2,11 @@
 
 One loop, so both steps get the same guarantees:
 
-* Adam with weight decay, a constant learning rate (as the authors' DIS code), fixed seeds;
+* the shipped model's recipe as the defaults (training/recipe.py ``SHIPPED_RECIPE``), one
+  typed ``TrainConfig`` built from the arguments and passed down, stored whole in the
+  checkpoint (``meta["config"]``);
+* Adam with weight decay, a constant learning rate (as the authors' DIS code) or a cosine
+  decay (the recipe's), fixed seeds;
 * repeatable: the model init is seeded, each epoch's order comes from ``DistributedSampler``
   seeded by (seed, epoch), and each step's flips from a generator seeded by (seed, step), so a
   resumed run continues exactly where the interrupted one would have gone;
@@ -26,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -41,6 +45,7 @@ from skd_saliency_ros.core.models import ARCHITECTURES, count_parameters, with_o
 
 from .losses import LOSSES, OUTPUT_OF_LOSS, distillation_loss, make_criterion
 from .predict import predict_maps
+from .recipe import SHIPPED_RECIPE, Recipe, TrainConfig, stored_config
 
 
 class TrainingError(SkdError, RuntimeError):
@@ -48,13 +53,26 @@ class TrainingError(SkdError, RuntimeError):
 
 
 # --------------------------------------------------------------------------- arguments
-def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
-                         default_steps: int) -> None:
-    """Options shared by distil and transfer."""
-    from .paths import default_cache_dir, default_data_dir
-    from .teachers import DEFAULT_SPATIAL, DEFAULT_TEMPORAL
+def add_common_arguments(parser: argparse.ArgumentParser, recipe: Recipe = SHIPPED_RECIPE,
+                         default_lambda: Optional[float] = None,
+                         default_steps: Optional[int] = None) -> None:
+    """Options shared by distil and transfer; the recipe's values are their defaults.
 
-    g = parser.add_argument_group("data")
+    ``default_lambda`` / ``default_steps`` override two of them (bench/train_step.py's way).
+    """
+    if default_lambda is not None:
+        recipe = replace(recipe, lam=default_lambda)
+    if default_steps is not None:
+        recipe = replace(recipe, steps=default_steps)
+    _add_data_arguments(parser.add_argument_group("data"), recipe)
+    _add_model_arguments(parser.add_argument_group("model and loss"), recipe)
+    _add_optimisation_arguments(parser.add_argument_group("optimisation"), recipe)
+    _add_output_arguments(parser.add_argument_group("output"))
+
+
+def _add_data_arguments(g, recipe: Recipe) -> None:
+    from .paths import default_cache_dir, default_data_dir
+
     g.add_argument("--data", type=Path, default=None, metavar="MANIFEST",
                    help="dataset manifest (YAML) listing training and validation sources "
                         "(docs/TRAINING.md; default: the shared bundle's "
@@ -73,52 +91,64 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
                    help="use at most this many frames of each validation source")
     g.add_argument("--val-stride", type=int, default=4,
                    help="validate on every n-th frame during training (default 4)")
-    g.add_argument("--spatial-teacher", default=DEFAULT_SPATIAL,
+    g.add_argument("--spatial-teacher", default=recipe.spatial_teacher,
                    help="spatial teacher spec (default: %(default)s)")
-    g.add_argument("--temporal-teacher", default=DEFAULT_TEMPORAL,
+    g.add_argument("--temporal-teacher", default=recipe.temporal_teacher,
                    help="temporal teacher spec (default: %(default)s)")
 
-    g = parser.add_argument_group("model and loss")
-    g.add_argument("--arch", default="skd-paper-prior",
-                   help=f"architecture name (known now: {', '.join(sorted(ARCHITECTURES))})")
-    g.add_argument("--resolution", "-R", type=int, default=64,
-                   help="input/output size R (multiple of 4; paper: 32, 64, 128, 256)")
-    g.add_argument("--lambda", dest="lam", type=float, default=default_lambda,
+
+def _add_model_arguments(g, recipe: Recipe) -> None:
+    g.add_argument("--arch", default=recipe.arch,
+                   help=f"architecture name (known now: {', '.join(sorted(ARCHITECTURES))}; "
+                        "default: %(default)s)")
+    g.add_argument("--resolution", "-R", type=int, default=recipe.resolution,
+                   help="input/output size R (multiple of 4; paper: 32, 64, 128, 256; "
+                        "default: %(default)s)")
+    g.add_argument("--lambda", dest="lam", type=float, default=recipe.lam,
                    help="weight of the soft (teacher) term; frames without gaze use the "
                         "soft term only (default: %(default)s)")
-    g.add_argument("--loss", choices=LOSSES, default="l2",
+    g.add_argument("--loss", choices=LOSSES, default=recipe.loss,
                    help="l2: the paper's normalised L2 on a linear output; kld: KL divergence "
                         "to the target on a spatial softmax of the output, the transform "
-                        "then stored with the model (training/losses.py; default %(default)s)")
-    g.add_argument("--cc-weight", type=float, default=0.0,
-                   help="with --loss kld: subtract this times CC(prediction, target)")
-    g.add_argument("--nss-weight", type=float, default=0.0,
-                   help="with --loss kld: subtract this times NSS against the target density")
+                        "then stored with the model (training/losses.py; default: "
+                        "%(default)s)")
+    g.add_argument("--cc-weight", type=float, default=recipe.cc_weight,
+                   help="with --loss kld: subtract this times CC(prediction, target) "
+                        "(default: %(default)s)")
+    g.add_argument("--nss-weight", type=float, default=recipe.nss_weight,
+                   help="with --loss kld: subtract this times NSS against the target density "
+                        "(default: %(default)s)")
 
-    g = parser.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=default_steps,
+
+def _add_optimisation_arguments(g, recipe: Recipe) -> None:
+    g.add_argument("--steps", type=int, default=recipe.steps,
                    help="optimizer steps in total (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=32, help="global batch (default 32)")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+    g.add_argument("--batch-size", type=int, default=recipe.batch_size,
+                   help="global batch (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=recipe.lr,
+                   help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=recipe.lr_schedule,
                    help="constant, or cosine: decay from --lr to 0 over --steps, so the "
                         "last checkpoint is a settled one rather than one noisy step "
-                        "(default %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=1e-4,
-                   help="Adam weight decay (default 1e-4)")
-    g.add_argument("--seed", type=int, default=0, help="seed of init, order and flips")
-    g.add_argument("--no-hflip", dest="hflip", action="store_false",
+                        "(default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=recipe.weight_decay,
+                   help="Adam weight decay (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=recipe.seed,
+                   help="seed of init, order and flips (default: %(default)s)")
+    g.add_argument("--no-hflip", dest="hflip", action="store_false", default=recipe.hflip,
                    help="disable random horizontal flips")
     g.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    g.add_argument("--autocast", choices=("none", "bf16"), default="none",
+    g.add_argument("--autocast", choices=("none", "bf16"), default=recipe.autocast,
                    help="bf16: bfloat16 autocast of the forward pass on CPUs with AMX or "
-                        "AVX512-BF16 (docs/BENCHMARKS.md has the measured step times)")
+                        "AVX512-BF16 (docs/BENCHMARKS.md has the measured step times; "
+                        "default: %(default)s)")
     g.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format for weights and batches: the same "
                         "arithmetic, a faster convolution layout on x86 CPUs (BENCHMARKS.md)")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
-    g = parser.add_argument_group("output")
+
+def _add_output_arguments(g) -> None:
     g.add_argument("--output", "-o", type=Path, required=True, help="checkpoint to write")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing output checkpoint (and its resume state)")
@@ -135,9 +165,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_lambda: float,
                    help="no tqdm progress bars")
 
 
-def arch_spec(args: argparse.Namespace) -> Dict[str, Any]:
-    """Return the spec to build: ``--arch`` ending in the output transform of ``--loss``."""
-    return with_output(args.arch, OUTPUT_OF_LOSS[getattr(args, "loss", "l2")])
+def arch_spec(config: TrainConfig) -> Dict[str, Any]:
+    """Return the spec to build: ``arch`` ending in the output transform of ``loss``.
+
+    Takes a TrainConfig (or any object with ``arch`` and ``loss``, as bench/train_step.py's
+    parsed arguments).
+    """
+    return with_output(config.arch, OUTPUT_OF_LOSS[getattr(config, "loss", "l2")])
 
 
 # --------------------------------------------------------------------------- distributed
@@ -220,17 +254,21 @@ def weighted_items(n: int, weight: float) -> np.ndarray:
             ).astype(np.int64)
 
 
-def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
+def load_data(config: TrainConfig, teacher_specs: Sequence[str],
               soft_specs: Sequence[str], gaze_only: bool, progress: bool) -> TrainData:
-    """Prepare the manifest's training sources (teacher maps cached) and validation sources."""
+    """Prepare the manifest's training sources (teacher maps cached) and validation sources.
+
+    ``config`` is a TrainConfig (or anything with its data fields, as bench/train_step.py's
+    parsed arguments).
+    """
     from .datasets import PairDataset, prepare_source
     from .manifest import load_manifest
     from .teachers import get_teacher
 
-    manifest = load_manifest(getattr(args, "data", None), args.data_dir)
+    manifest = load_manifest(getattr(config, "data", None), config.data_dir)
     train_sources = list(manifest.train)
-    if args.train_sources:
-        wanted = [n.strip() for n in args.train_sources.split(",") if n.strip()]
+    if config.train_sources:
+        wanted = [n.strip() for n in config.train_sources.split(",") if n.strip()]
         known = {source_name(s): s for s in train_sources}
         missing = [n for n in wanted if n not in known]
         if missing:
@@ -251,8 +289,8 @@ def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
     if gaze_only:  # hard loss only: sequences without gaze contribute nothing
         train_sources = [s for s in train_sources if getattr(s, "gaze_path", None)]
     for source in train_sources:
-        prepared = prepare_source(source, args.resolution, teachers, cache_dir=args.cache_dir,
-                                  max_frames=args.max_frames, progress=progress)
+        prepared = prepare_source(source, config.resolution, teachers, cache_dir=config.cache_dir,
+                                  max_frames=config.max_frames, progress=progress)
         ds = PairDataset(prepared, soft_names, hflip=False)
         has_gaze = np.asarray(prepared.has_gaze, dtype=bool)
         keep = np.nonzero(has_gaze)[0] if gaze_only else np.arange(len(ds))
@@ -271,15 +309,23 @@ def load_data(args: argparse.Namespace, teacher_specs: Sequence[str],
             "hard-loss training (lambda 0) needs sequences with gaze, and none was selected"
             if gaze_only else "the selected sequences are empty"))
 
+    return TrainData(datasets, samples, _load_val(config, manifest, summary, progress), summary)
+
+
+def _load_val(config: TrainConfig, manifest, summary: Dict[str, Any],
+              progress: bool) -> List[ValSource]:
+    """Frames at R and gaze of the manifest's validation sources, each noted in ``summary``."""
+    from .datasets import prepare_source
+
     val = []
     for source in manifest.val:
-        prepared = prepare_source(source, args.resolution, [], cache_dir=args.cache_dir,
-                                  max_frames=args.val_max_frames, progress=progress)
+        prepared = prepare_source(source, config.resolution, [], cache_dir=config.cache_dir,
+                                  max_frames=config.val_max_frames, progress=progress)
         val.append(ValSource(prepared.name, prepared.frames, source.gaze))
         summary["val"].append({"name": prepared.name, "path": str(source.path),
                                "sha1": source.content_hash, "frames": int(len(prepared)),
-                               "stride": int(args.val_stride)})
-    return TrainData(datasets, samples, val, summary)
+                               "stride": int(config.val_stride)})
+    return val
 
 
 def make_batch(data: TrainData, sample_ids: Sequence[int], flips: torch.Tensor) -> Dict:
@@ -360,7 +406,7 @@ def resume_path(output: Path) -> Path:
     return output.with_name(output.stem + ".resume.pt")
 
 
-def check_outputs(args: argparse.Namespace) -> None:
+def check_outputs(config: TrainConfig) -> None:
     """Fail before any work when the output or an old run's state is in the way.
 
     The one output-path rule (core/output_paths): the checkpoint and the files written beside
@@ -369,22 +415,21 @@ def check_outputs(args: argparse.Namespace) -> None:
     """
     from skd_saliency_ros.core.output_paths import Output, check_outputs as check_paths
 
-    state = resume_path(args.output)
-    base = args.output.with_suffix("")
-    check_paths([Output("--output", args.output),
+    state = resume_path(config.output)
+    base = config.output.with_suffix("")
+    check_paths([Output("--output", config.output),
                  Output("history beside --output", base.with_name(base.name + ".history.json")),
                  Output("curves beside --output", base.with_name(base.name + ".curves.png")),
                  Output("resume state beside --output", state, regenerated=True),
-                 Output("--cache-dir", args.cache_dir, folder=True, regenerated=True)],
-                inputs=[("--data", args.data), ("--data-dir", args.data_dir),
-                        ("--spatial", getattr(args, "spatial", None)),
-                        ("--temporal", getattr(args, "temporal", None))],
-                overwrite=args.overwrite)
-    if args.resume:
+                 Output("--cache-dir", config.cache_dir, folder=True, regenerated=True)],
+                inputs=[("--data", config.data), ("--data-dir", config.data_dir),
+                        ("--spatial", config.spatial), ("--temporal", config.temporal)],
+                overwrite=config.overwrite)
+    if config.resume:
         if not state.is_file():
             raise TrainingError(f"{state}: no resume state to continue from (--resume)")
         return
-    if state.exists() and not args.overwrite:
+    if state.exists() and not config.overwrite:
         raise TrainingError(f"{state}: an earlier run's resume state is there; pass --resume "
                             "to continue it or --overwrite to start over")
 
@@ -393,8 +438,6 @@ LR_SCHEDULES = ("constant", "cosine")
 # Options that must not change between an interrupted run and its --resume.
 FIXED_ON_RESUME = ("kind", "arch", "resolution", "lam", "batch_size", "lr", "lr_schedule",
                    "weight_decay", "seed", "hflip", "world", "loss", "cc_weight", "nss_weight")
-# What a resume state written before an option existed implied.
-IMPLIED_BEFORE = {"lr_schedule": "constant", "loss": "l2", "cc_weight": 0.0, "nss_weight": 0.0}
 
 
 def learning_rate(schedule: str, base: float, step: int, total: int) -> float:
@@ -406,186 +449,253 @@ def learning_rate(schedule: str, base: float, step: int, total: int) -> float:
     raise ValueError(f"unknown learning-rate schedule '{schedule}'")
 
 
-def train(args: argparse.Namespace, kind: str, build: Callable[[], torch.nn.Module],
+def train(config: TrainConfig, build: Callable[[], torch.nn.Module],
           data_fn: Callable[[bool], TrainData], meta: Dict[str, Any]) -> int:
-    """Train ``build()`` for ``args.steps`` steps; write ``args.output``.  Returns 0."""
-    info = setup_distributed(args.device)
+    """Train ``build()`` for ``config.steps`` steps; write ``config.output``.  Returns 0."""
+    info = setup_distributed(config.device)
     try:
-        return _train(args, kind, build, data_fn, meta, info)
+        return _train(config, build, data_fn, meta, info)
     finally:
         cleanup_distributed()
 
 
-def _train(args, kind, build, data_fn, meta, info: DistInfo) -> int:
-    from tqdm import tqdm
+@dataclass
+class RunState:
+    """Where a run stands: optimizer steps done, seconds of earlier sessions, the curves."""
 
-    torch.set_num_threads(max(1, args.threads))
-    if args.resolution % 4 or args.resolution < 8:
-        raise TrainingError(f"--resolution must be a multiple of 4 and >= 8, "
-                            f"got {args.resolution}")
-    if args.batch_size % info.world:
-        raise TrainingError(f"--batch-size {args.batch_size} does not split evenly over "
-                            f"{info.world} processes")
-    check_outputs(args)
-    progress = args.progress and info.is_main
-    config = {"kind": kind, "arch": args.arch, "resolution": args.resolution, "lam": args.lam,
-              "batch_size": args.batch_size, "lr": args.lr,
-              "lr_schedule": args.lr_schedule, "weight_decay": args.weight_decay,
-              "seed": args.seed, "hflip": bool(args.hflip), "world": info.world,
-              "loss": args.loss, "cc_weight": args.cc_weight, "nss_weight": args.nss_weight}
-    try:
-        criterion = make_criterion(args.loss, args.cc_weight, args.nss_weight)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from exc
-    autocast = args.autocast == "bf16"
+    step: int = 0
+    elapsed_before: float = 0.0
+    history: Dict[str, list] = field(default_factory=lambda: {"train": [], "val": []})
 
-    torch.manual_seed(args.seed)
-    model = build().to(info.device)
-    layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr,
-                                 weight_decay=args.weight_decay)
-    history: Dict[str, list] = {"train": [], "val": []}
-    step, elapsed_before = 0, 0.0
-    state_file = resume_path(args.output)
-    if args.resume:
-        step, elapsed_before, history = _load_resume(state_file, model, optimizer, kind,
-                                                     args, config, info.device)
+
+@dataclass
+class Trainee:
+    """The model being trained and what updates it, on this process's device."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: Callable
+    layout: torch.memory_format
+    net: Optional[torch.nn.Module] = None   # the model, or its DDP wrapper
+
+
+def _train(config: TrainConfig, build, data_fn, meta, info: DistInfo) -> int:
+    """Run on this process: check, build, resume, train, then write (rank 0)."""
+    torch.set_num_threads(max(1, config.threads))
+    _check_run(config, info)
+    check_outputs(config)
+    progress = config.progress and info.is_main
+    trainee = _make_trainee(config, build, info)
+    done = RunState()
+    state_file = resume_path(config.output)
+    if config.resume:
+        done = _load_resume(state_file, trainee, config, info)
     # Rank 0 prepares (and caches) the data first, so ranks never race on the cache.
     if info.world > 1 and not info.is_main:
         dist.barrier()
     data = data_fn(progress)
     if info.world > 1 and info.is_main:
         dist.barrier()
-    per_rank = args.batch_size // info.world
-    sampler = DistributedSampler(data.samples, num_replicas=info.world, rank=info.rank,
-                                 shuffle=True, seed=args.seed, drop_last=True)
-    batches_per_epoch = len(sampler) // per_rank
-    if batches_per_epoch == 0:
-        raise TrainingError(f"{len(data.samples)} training samples are fewer than one batch "
-                            f"of {args.batch_size}; lower --batch-size")
-    net = model
-    if info.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device] if info.device.startswith("cuda") else None)
-
-    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
-    bar = tqdm(total=args.steps, initial=step, disable=not progress, desc=f"{kind}",
-               dynamic_ncols=True)
-    started = time.time()
-    order: List[int] = []
-    epoch = -1
-    net.train()
-    while step < stop_at:
-        if step // batches_per_epoch != epoch:
-            epoch = step // batches_per_epoch
-            sampler.set_epoch(epoch)
-            order = list(sampler)
-        offset = (step % batches_per_epoch) * per_rank
-        ids = order[offset:offset + per_rank]
-        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 7919 + info.rank)
-        flips = (torch.rand(len(ids), generator=gen) < 0.5) if args.hflip \
-            else torch.zeros(len(ids), dtype=torch.bool)
-        batch = make_batch(data, ids, flips)
-        with torch.autocast(info.device.split(":")[0], dtype=torch.bfloat16,
-                            enabled=autocast):
-            x = batch["x"].to(info.device).contiguous(memory_format=layout)
-            out = net(x, raw=True)  # the losses take logits
-        loss = distillation_loss(out.float(), batch["soft"].to(info.device),
-                                 batch["hard"].to(info.device),
-                                 batch["has_gaze"].to(info.device), args.lam, criterion)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(args.lr_schedule, args.lr, step, args.steps)
-        optimizer.step()
-        step += 1
-        history["train"].append({"step": step, "loss": float(loss.item())})
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if info.is_main and args.val_every and step % args.val_every == 0 and step < args.steps:
-            val = validate(model, data, info.device, args.val_stride)
-            if val:
-                history["val"].append({"step": step, **val})
-                bar.write(f"step {step}: {data.val_name} NSS {val['nss']:.3f} "
-                          f"CC {val['cc']:.3f}")
-        if info.is_main and (step % args.checkpoint_every == 0 or step == stop_at):
-            _save_resume(state_file, model, optimizer, step,
-                         elapsed_before + time.time() - started, history, config, args)
-    bar.close()
-    elapsed = elapsed_before + time.time() - started
-    if step < args.steps:
+    order = BatchOrder(data, config, info)
+    trainee.net = _parallel(trainee.model, info)
+    elapsed = _run_steps(config, info, trainee, order, done, state_file, progress)
+    if done.step < config.steps:
         if info.is_main:
-            print(f"stopped after step {step} of {args.steps} (--stop-after); continue with "
-                  f"the same command plus --resume (state: {state_file})")
+            print(f"stopped after step {done.step} of {config.steps} (--stop-after); continue "
+                  f"with the same command plus --resume (state: {state_file})")
         return 0
     if info.is_main:
-        _finish(args, model, data, history, config, meta, elapsed, info)
+        _finish(config, trainee.model, data, done.history, meta, elapsed, info)
     return 0
 
 
-def _save_resume(path, model, optimizer, step, elapsed, history, config, args) -> None:
-    extra = {"step": step, "optimizer": optimizer.state_dict(), "elapsed_s": elapsed,
-             "history": json.dumps(history), "config": json.dumps(config)}
-    save_checkpoint(path, model, args.resolution, meta={"resume_state": True},
+def _check_run(config: TrainConfig, info: DistInfo) -> None:
+    """Refuse a resolution the nets cannot take and a batch that does not split."""
+    if config.resolution % 4 or config.resolution < 8:
+        raise TrainingError(f"--resolution must be a multiple of 4 and >= 8, "
+                            f"got {config.resolution}")
+    if config.batch_size % info.world:
+        raise TrainingError(f"--batch-size {config.batch_size} does not split evenly over "
+                            f"{info.world} processes")
+
+
+def _make_trainee(config: TrainConfig, build, info: DistInfo) -> Trainee:
+    """Build the loss, then the seeded model (in its memory layout) and its Adam."""
+    try:
+        criterion = make_criterion(config.loss, config.cc_weight, config.nss_weight)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    torch.manual_seed(config.seed)
+    model = build().to(info.device)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    return Trainee(model, optimizer, criterion, layout)
+
+
+def _parallel(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """Return the model, wrapped in DistributedDataParallel under torchrun."""
+    if info.world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[info.device] if info.device.startswith("cuda") else None)
+
+
+class BatchOrder:
+    """The batch of this process at each step: repeatable, so a resumed run draws the same.
+
+    Each epoch's order comes from ``DistributedSampler`` seeded by (seed, epoch), each step's
+    flips from a generator seeded by (seed, step, rank).
+    """
+
+    def __init__(self, data: TrainData, config: TrainConfig, info: DistInfo):
+        self.data, self.config, self.rank = data, config, info.rank
+        self.per_rank = config.batch_size // info.world
+        self.sampler = DistributedSampler(data.samples, num_replicas=info.world,
+                                          rank=info.rank, shuffle=True, seed=config.seed,
+                                          drop_last=True)
+        self.per_epoch = len(self.sampler) // self.per_rank
+        if self.per_epoch == 0:
+            raise TrainingError(f"{len(data.samples)} training samples are fewer than one "
+                                f"batch of {config.batch_size}; lower --batch-size")
+        self._epoch, self._order = -1, []
+
+    def batch(self, step: int) -> Dict:
+        """Tensors of step ``step`` (0-based), flips applied."""
+        if step // self.per_epoch != self._epoch:
+            self._epoch = step // self.per_epoch
+            self.sampler.set_epoch(self._epoch)
+            self._order = list(self.sampler)
+        offset = (step % self.per_epoch) * self.per_rank
+        ids = self._order[offset:offset + self.per_rank]
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step * 7919
+                                            + self.rank)
+        flips = (torch.rand(len(ids), generator=gen) < 0.5) if self.config.hflip \
+            else torch.zeros(len(ids), dtype=torch.bool)
+        return make_batch(self.data, ids, flips)
+
+
+def _run_steps(config: TrainConfig, info: DistInfo, trainee: Trainee, order: BatchOrder,
+               done: RunState, state_file: Path, progress: bool) -> float:
+    """Train up to ``--steps`` (or ``--stop-after``), validating and saving on the way.
+
+    Returns the seconds of all sessions so far.
+    """
+    from tqdm import tqdm
+
+    stop_at = config.steps if config.stop_after is None else \
+        min(config.steps, done.step + config.stop_after)
+    bar = tqdm(total=config.steps, initial=done.step, disable=not progress,
+               desc=f"{config.kind}", dynamic_ncols=True)
+    started = time.time()
+    trainee.net.train()
+    while done.step < stop_at:
+        loss = _optimizer_step(config, info, trainee, order.batch(done.step), done.step)
+        done.step += 1
+        step = done.step
+        done.history["train"].append({"step": step, "loss": loss})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if info.is_main and config.val_every and step % config.val_every == 0 \
+                and step < config.steps:
+            val = validate(trainee.model, order.data, info.device, config.val_stride)
+            if val:
+                done.history["val"].append({"step": step, **val})
+                bar.write(f"step {step}: {order.data.val_name} NSS {val['nss']:.3f} "
+                          f"CC {val['cc']:.3f}")
+        if info.is_main and (step % config.checkpoint_every == 0 or step == stop_at):
+            _save_resume(state_file, trainee, done, done.elapsed_before + time.time() - started,
+                         config, info)
+    bar.close()
+    return done.elapsed_before + time.time() - started
+
+
+def _optimizer_step(config: TrainConfig, info: DistInfo, trainee: Trainee, batch: Dict,
+                    step: int) -> float:
+    """One forward, backward and Adam step at the scheduled rate; return the loss."""
+    device = info.device
+    with torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
+                        enabled=config.autocast == "bf16"):
+        x = batch["x"].to(device).contiguous(memory_format=trainee.layout)
+        out = trainee.net(x, raw=True)  # the losses take logits
+    loss = distillation_loss(out.float(), batch["soft"].to(device), batch["hard"].to(device),
+                             batch["has_gaze"].to(device), config.lam, trainee.criterion)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
+    trainee.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in trainee.optimizer.param_groups:
+        group["lr"] = learning_rate(config.lr_schedule, config.lr, step, config.steps)
+    trainee.optimizer.step()
+    return float(loss.item())
+
+
+def _resume_config(config: TrainConfig, info: DistInfo) -> Dict[str, Any]:
+    """Return what a resume state stores of the run: the whole config and the world."""
+    return {**config.to_dict(), "world": info.world}
+
+
+def _save_resume(path: Path, trainee: Trainee, done: RunState, elapsed: float,
+                 config: TrainConfig, info: DistInfo) -> None:
+    extra = {"step": done.step, "optimizer": trainee.optimizer.state_dict(),
+             "elapsed_s": elapsed, "history": json.dumps(done.history),
+             "config": json.dumps(_resume_config(config, info))}
+    save_checkpoint(path, trainee.model, config.resolution, meta={"resume_state": True},
                     overwrite=True, extra=extra)
 
 
-def _load_resume(path, model, optimizer, kind, args, config, device):
+def _load_resume(path: Path, trainee: Trainee, config: TrainConfig, info: DistInfo) -> RunState:
+    """Load the model and optimizer state; refuse a state of other fixed settings.
+
+    Reads resume states of every layout (``stored_config``): the ones written before the
+    config was stored whole hold just the options of ``FIXED_ON_RESUME``.
+    """
     try:
-        stored, payload = load_checkpoint(path, kind=kind, arch=arch_spec(args),
-                                          resolution=args.resolution)
+        stored, payload = load_checkpoint(path, kind=config.kind, arch=arch_spec(config),
+                                          resolution=config.resolution)
     except CheckpointError as exc:
         raise TrainingError(f"cannot resume: {exc}") from exc
     extra = payload.get("extra") or {}
     if "optimizer" not in extra:
         raise TrainingError(f"{path}: holds no optimizer state; not a resume state")
-    old = json.loads(extra["config"])
-    old = {**IMPLIED_BEFORE, **old}
-    changed = [f"{k}: {old.get(k)} -> {config[k]}" for k in FIXED_ON_RESUME
-               if old.get(k) != config[k]]
+    old, now = stored_config(payload), _resume_config(config, info)
+    changed = [f"{k}: {old.get(k)} -> {now[k]}" for k in FIXED_ON_RESUME
+               if old.get(k) != now[k]]
     if changed:
         raise TrainingError(f"{path}: cannot resume with different settings ("
                             + "; ".join(changed) + ")")
-    model.load_state_dict(stored.state_dict())
-    model.to(device)
-    optimizer.load_state_dict(extra["optimizer"])
+    trainee.model.load_state_dict(stored.state_dict())
+    trainee.model.to(info.device)
+    trainee.optimizer.load_state_dict(extra["optimizer"])
     step = int(extra["step"])
-    if step > args.steps:
-        raise TrainingError(f"{path}: already at step {step}, beyond --steps {args.steps}")
-    return step, float(extra.get("elapsed_s", 0.0)), json.loads(extra["history"])
+    if step > config.steps:
+        raise TrainingError(f"{path}: already at step {step}, beyond --steps {config.steps}")
+    return RunState(step, float(extra.get("elapsed_s", 0.0)), json.loads(extra["history"]))
 
 
-def _finish(args, model, data, history, config, meta, elapsed, info) -> None:
+def _finish(config: TrainConfig, model, data, history, meta, elapsed, info) -> None:
     """Validate on every frame of the validation sources; write checkpoint, curves, history."""
-    val = validate(model, data, info.device, args.val_stride, full=True)
+    val = validate(model, data, info.device, config.val_stride, full=True)
     if val:
-        history["val"].append({"step": args.steps, "full": True, **val})
-    full_meta = dict(meta)
+        history["val"].append({"step": config.steps, "full": True, **val})
+    full_meta = {**meta, **config.flat_meta(), "config": config.to_dict()}
     full_meta.update({
-        "kind": config["kind"], "arch": args.arch, "resolution": args.resolution,
-        "lambda": args.lam, "loss": args.loss, "cc_weight": args.cc_weight,
-        "nss_weight": args.nss_weight, "output": model.spec["output"],
-        "autocast": args.autocast, "channels_last": bool(args.channels_last),
-        "steps": args.steps, "batch_size": args.batch_size,
-        "lr": args.lr, "lr_schedule": args.lr_schedule, "weight_decay": args.weight_decay,
-        "seed": args.seed, "hflip": bool(args.hflip), "world_size": info.world,
-        "threads": args.threads, "device": info.device, "parameters": count_parameters(model),
+        "output": model.spec["output"], "world_size": info.world, "device": info.device,
+        "parameters": count_parameters(model),
         "data": data.summary, "validation": {"sequence": data.val_name, **(val or {})},
         "train_time_s": round(elapsed, 1), "final_loss": _recent_loss(history),
         "command": _command_line(),
     })
-    save_checkpoint(args.output, model, args.resolution, meta=full_meta,
-                    overwrite=args.overwrite)
-    base = args.output.with_suffix("")
+    save_checkpoint(config.output, model, config.resolution, meta=full_meta,
+                    overwrite=config.overwrite)
+    base = config.output.with_suffix("")
     history_path = base.with_name(base.name + ".history.json")
     history_path.write_text(json.dumps({"meta": full_meta, "history": history}, indent=1))
     write_curves(base.with_name(base.name + ".curves.png"), history,
-                 f"{config['kind']} {args.arch} R={args.resolution} lambda={args.lam} "
-                 f"loss={args.loss}")
-    msg = f"wrote {args.output} ({elapsed / 60:.1f} min)"
+                 f"{config.kind} {config.arch} R={config.resolution} lambda={config.lam} "
+                 f"loss={config.loss}")
+    msg = f"wrote {config.output} ({elapsed / 60:.1f} min)"
     if val:
         msg += (f"; {data.val_name} NSS {val['nss']:.3f} CC {val['cc']:.3f} "
                 f"AUC-J {val['auc_judd']:.3f}")

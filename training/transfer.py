@@ -1,12 +1,14 @@
-"""Step 2 of SKD: the fused spatiotemporal model, initialised from the two students.
+"""Step 2 of SKD: the fused spatiotemporal model, from the two students or from scratch.
 
-The two streams are copied from the trained students' first eight layers, the fusion
-sub-network starts from a truncated normal (``SpatioTemporalNet.from_students``), and the
-whole model is trained on the hard (human) loss: ``--lambda 0`` by default, so only frames
-with gaze are used.  ``--lambda > 0`` adds a soft term against the spatial and temporal
-teachers (combined by ``PairDataset``) and lets gaze-less clips in.
-``--from-scratch`` is the paper's "no separate distillation" ablation: the same step 2
-training, from a default (seeded) initialisation instead of the students.
+With ``--spatial`` and ``--temporal``, the two streams are copied from the trained students'
+first eight layers and the fusion sub-network starts from a truncated normal
+(``SpatioTemporalNet.from_students``).  ``--lambda 0`` is the paper's step 2, the hard (human)
+loss only, so only frames with gaze are used; ``--lambda > 0`` adds a soft term against the
+spatial and temporal teachers (combined by ``PairDataset``) and lets gaze-less clips in.
+Without students (or with ``--from-scratch``, the paper's "no separate distillation"
+ablation) the same training starts from a default (seeded) initialisation.  Every default is
+the shipped model's recipe (training/recipe.py): from scratch, TinyHD-M in both teacher
+roles, lambda 1, so ``transfer -o X.pt`` trains the shipped default again.
 """
 
 from __future__ import annotations
@@ -18,29 +20,47 @@ import torch
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint
 from skd_saliency_ros.core.models import SpatioTemporalNet, build_model
 
+from .recipe import SHIPPED_RECIPE, TrainConfig
 from .trainer import TrainingError, add_common_arguments, arch_spec, load_data, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m training transfer``."""
+    """Options of ``python -m training transfer``: the shipped recipe's values by default."""
     parser.add_argument("--spatial", type=str, default=None,
                         help="trained spatial student checkpoint (from distill)")
     parser.add_argument("--temporal", type=str, default=None,
                         help="trained temporal student checkpoint (from distill)")
-    parser.add_argument("--from-scratch", action="store_true",
-                        help="ablation: ignore the students, start from a default init")
-    add_common_arguments(parser, default_lambda=0.0, default_steps=1000)
+    without = "from scratch" if SHIPPED_RECIPE.from_scratch else "refused"
+    parser.add_argument("--from-scratch", action="store_true", default=None,
+                        help="start from a seeded default init, ignoring --spatial/--temporal "
+                             "(the paper's 'no separate distillation' ablation); without "
+                             f"either student, the recipe's init: {without}")
+    add_common_arguments(parser, SHIPPED_RECIPE)
 
 
-def _students(args: argparse.Namespace):
+def from_scratch(args: argparse.Namespace) -> bool:
+    """Return whether the fused model starts from a seeded init rather than the students.
+
+    ``--from-scratch`` says so; both students given say not; neither: the recipe decides.
+    """
+    if args.from_scratch:
+        return True
+    given = [kind for kind in ("spatial", "temporal") if getattr(args, kind)]
+    if not given and SHIPPED_RECIPE.from_scratch:
+        return True
+    for kind in ("spatial", "temporal"):
+        if kind not in given:
+            raise TrainingError(f"--{kind} CHECKPOINT is required (or pass --from-scratch)")
+    return False
+
+
+def _students(config: TrainConfig):
     """Load both students, checking kind, architecture and resolution."""
     students = []
-    for kind, path in (("spatial", args.spatial), ("temporal", args.temporal)):
-        if not path:
-            raise TrainingError(f"--{kind} CHECKPOINT is required (or pass --from-scratch)")
+    for kind, path in (("spatial", config.spatial), ("temporal", config.temporal)):
         try:
-            model, payload = load_checkpoint(path, kind=kind, arch=arch_spec(args),
-                                             resolution=args.resolution)
+            model, payload = load_checkpoint(path, kind=kind, arch=arch_spec(config),
+                                             resolution=config.resolution)
         except CheckpointError as exc:
             raise TrainingError(f"--{kind}: {exc}") from exc
         students.append((model, payload))
@@ -49,29 +69,31 @@ def _students(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Train the fused model; write its checkpoint."""
-    students = None if args.from_scratch else _students(args)
-    teachers = [args.spatial_teacher, args.temporal_teacher]
-    meta = {"step": "transfer", "from_scratch": bool(args.from_scratch),
-            "teachers": {"spatial": args.spatial_teacher, "temporal": args.temporal_teacher},
-            "soft_teachers": teachers if args.lam > 0 else []}
+    config = TrainConfig.from_args(args, "fused", from_scratch=from_scratch(args))
+    students = None if config.from_scratch else _students(config)
+    teachers = [config.spatial_teacher, config.temporal_teacher]
+    meta = {"step": "transfer", "from_scratch": config.from_scratch,
+            "teachers": {"spatial": config.spatial_teacher,
+                         "temporal": config.temporal_teacher},
+            "soft_teachers": teachers if config.lam > 0 else []}
     if students:
         meta["init"] = "students"
         meta["students"] = {kind: {"path": str(path), "meta": payload.get("meta", {})}
                             for kind, path, (_, payload) in
-                            zip(("spatial", "temporal"), (args.spatial, args.temporal),
+                            zip(("spatial", "temporal"), (config.spatial, config.temporal),
                                 students)}
     else:
         meta["init"] = "default (seeded)"
 
     def build():
         if students is None:
-            return build_model("fused", arch_spec(args))
-        gen = torch.Generator().manual_seed(args.seed)
+            return build_model("fused", arch_spec(config))
+        gen = torch.Generator().manual_seed(config.seed)
         return SpatioTemporalNet.from_students(students[0][0], students[1][0],
-                                               arch=arch_spec(args), generator=gen)
+                                               arch=arch_spec(config), generator=gen)
 
     return train(
-        args, "fused", build=build,
-        data_fn=lambda progress: load_data(args, teachers, teachers,
-                                           gaze_only=args.lam == 0, progress=progress),
+        config, build=build,
+        data_fn=lambda progress: load_data(config, teachers, teachers,
+                                           gaze_only=config.lam == 0, progress=progress),
         meta=meta)

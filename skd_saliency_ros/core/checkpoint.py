@@ -3,7 +3,9 @@
 A checkpoint is a ``torch.save`` dict of plain types only, so it loads with
 ``torch.load(weights_only=True)`` (no pickled code runs on load).  It carries the exact
 architecture spec, model kind, training resolution and a free-form ``meta`` dict
-(teachers, lambda, data summary, validation metrics, code version ...).
+(teachers, lambda, data summary, validation metrics, code version ...).  A training run's
+whole config sits in ``meta["config"]`` (older checkpoints, the shipped default among them,
+have only flat keys such as ``lambda``); ``training.recipe.stored_config`` reads either.
 """
 
 from __future__ import annotations
