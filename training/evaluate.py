@@ -494,16 +494,11 @@ def run_fidelity(args: argparse.Namespace, names: List[str]) -> int:
     """
     from skd_saliency_ros.core.checkpoint import read_checkpoint
 
-    from .fidelity import (FIDELITY_LONG_SIDE, PEAK_PERCENTILE, gap_to_ceiling, markdown,
-                           score_clips)
+    from .fidelity import markdown
     from .teachers import get_teacher
 
     started = time.time()
-    for name in names:
-        if checkpoint_path(name) is None and name not in PRIORS:
-            raise EvaluationError(f"--fidelity --models: '{name}' is not a checkpoint, "
-                                  "default or a centre prior (center, center-uav2); the teacher "
-                                  "is --teacher, and its ceiling row comes by itself")
+    _check_fidelity_models(names)
     manifest = _fidelity_clips(args)
     outs = _outputs(args, names, [("fidelity clip", s.path) for s in manifest.fidelity],
                     roc=False)
@@ -517,6 +512,34 @@ def run_fidelity(args: argparse.Namespace, names: List[str]) -> int:
     reference_maps = _stored_maps(args, reference)
     results: Dict[str, Dict[str, Any]] = {}
     per_clip: Dict[str, Dict[str, Dict[str, Any]]] = {clip: {} for clip in contexts}
+    labels = _score_fidelity_models(names, contexts, reference_maps, results, per_clip)
+    _score_ceilings(args, ceilings, contexts, reference_maps, results, per_clip)
+    for name, r in resolutions.items():
+        _add_gap(labels[name], ceilings[r].name, [results, *per_clip.values()])
+    title = args.title or (f"fidelity to {reference.name} on the {len(contexts)} fidelity "
+                           f"clips of {manifest.name}: {len(names)} model(s) and the ceiling")
+    table = markdown(results, per_clip, title)
+    print(table)
+    meta = _fidelity_meta(args, manifest, reference, ceilings, started)
+    _write_fidelity(outs, {"models": results, "per_clip": per_clip, "meta": meta}, table)
+    return 0
+
+
+def _check_fidelity_models(names: List[str]) -> None:
+    """Refuse a ``--models`` entry that fidelity cannot score (a teacher, a typo)."""
+    for name in names:
+        if checkpoint_path(name) is None and name not in PRIORS:
+            raise EvaluationError(f"--fidelity --models: '{name}' is not a checkpoint, "
+                                  "default or a centre prior (center, center-uav2); the teacher "
+                                  "is --teacher, and its ceiling row comes by itself")
+
+
+def _score_fidelity_models(names: List[str], contexts: Dict[str, _Context], reference_maps,
+                           results: Dict[str, Dict[str, Any]],
+                           per_clip: Dict[str, Dict[str, Any]]) -> Dict[str, str]:
+    """Score every model on every clip into ``results`` / ``per_clip``; return name -> label."""
+    from .fidelity import score_clips
+
     labels: Dict[str, str] = {}
     for name in names:
         labels[name] = label = model_label(name, set(labels.values()))
@@ -532,22 +555,38 @@ def run_fidelity(args: argparse.Namespace, names: List[str]) -> int:
         result = score_clips(student_clips())
         _add_rows(label, {**infos[0], "seconds": round(time.time() - t0, 2)}, result,
                   results, per_clip)
+    return labels
+
+
+def _score_ceilings(args: argparse.Namespace, ceilings, contexts: Dict[str, _Context],
+                    reference_maps, results: Dict[str, Dict[str, Any]],
+                    per_clip: Dict[str, Dict[str, Any]]) -> None:
+    """Score each ceiling ``<teacher>@R`` (cached maps) against the teacher, as a model row."""
+    from .fidelity import score_clips
+
     for r, ceiling in ceilings.items():
         ceiling_maps = _stored_maps(args, ceiling)
         result = score_clips((clip, ceiling_maps(ctx.source), reference_maps(ctx.source))
                              for clip, ctx in contexts.items())
         _add_rows(ceiling.name, {"type": "ceiling", "teacher": ceiling.name, "resolution": r},
                   result, results, per_clip)
-    for name, r in resolutions.items():
-        ceiling = ceilings[r].name
-        for table in [results, *per_clip.values()]:
-            row = table[labels[name]]
-            row.update(ceiling=ceiling, gap=gap_to_ceiling(row, table[ceiling]))
-    title = args.title or (f"fidelity to {reference.name} on the {len(contexts)} fidelity "
-                           f"clips of {manifest.name}: {len(names)} model(s) and the ceiling")
-    table = markdown(results, per_clip, title)
-    print(table)
-    meta = {"mode": "fidelity", "data": str(manifest.path), "manifest": manifest.name,
+
+
+def _add_gap(label: str, ceiling: str, tables: List[Dict[str, Dict[str, Any]]]) -> None:
+    """Name a model's ceiling in its rows of every table and add its gap to it."""
+    from .fidelity import gap_to_ceiling
+
+    for table in tables:
+        row = table[label]
+        row.update(ceiling=ceiling, gap=gap_to_ceiling(row, table[ceiling]))
+
+
+def _fidelity_meta(args: argparse.Namespace, manifest, reference, ceilings,
+                   started: float) -> Dict[str, Any]:
+    """Return what the fidelity JSON records of how it was scored."""
+    from .fidelity import FIDELITY_LONG_SIDE, PEAK_PERCENTILE
+
+    return {"mode": "fidelity", "data": str(manifest.path), "manifest": manifest.name,
             "manifest_sha1": manifest.content_hash, "teacher": reference.name,
             "teacher_config": reference.config,
             "ceilings": {str(r): t.name for r, t in ceilings.items()},
@@ -556,16 +595,18 @@ def run_fidelity(args: argparse.Namespace, names: List[str]) -> int:
                                "fps": float(s.fps)} for s in manifest.fidelity},
             "max_frames": args.max_frames, "models_arg": args.models,
             "pair_gap": args.pair_gap, "seconds": round(time.time() - started, 1)}
+
+
+def _write_fidelity(outs: Dict[str, Path], result: Dict[str, Any], table: str) -> None:
+    """Write the JSON and the Markdown asked for; print their paths."""
     if "json" in outs:
         outs["json"].parent.mkdir(parents=True, exist_ok=True)
-        outs["json"].write_text(json.dumps({"models": results, "per_clip": per_clip,
-                                            "meta": meta}, indent=1))
+        outs["json"].write_text(json.dumps(result, indent=1))
     if "markdown" in outs:
         outs["markdown"].parent.mkdir(parents=True, exist_ok=True)
         outs["markdown"].write_text(table)
     for path in outs.values():
         print(f"wrote {path}")
-    return 0
 
 
 def _model_names(models: str) -> List[str]:
