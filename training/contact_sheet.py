@@ -92,7 +92,7 @@ def clip_maps(path: Path, indices: List[int], columns: List[Tuple[str, str]]
               ) -> Tuple[List[np.ndarray], Dict[str, List[np.ndarray]]]:
     """Frames (shown at 320 px width) and each column's map for the chosen frames."""
     from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
-    from skd_saliency_ros.core.engine import resize_area
+    from skd_saliency_ros.core.maps import resize_area
 
     from .datasets import VideoSource
     from .predict import predict_maps

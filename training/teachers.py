@@ -320,7 +320,7 @@ class GenericTeacher(Teacher):
         if inp["shrink"] is not None:
             # the function that makes the student's frames_area2_r<R>.npy cache, so the
             # shrunk teacher sees the very pixels the student sees
-            from skd_saliency_ros.core.engine import resize_area
+            from skd_saliency_ros.core.maps import resize_area
             self._shrink = resize_area
         self._input_shape: Optional[list] = None
         self._run = self._load_model(model_path)
@@ -384,7 +384,7 @@ class GenericTeacher(Teacher):
             if shrink[0] != shrink[1]:
                 bad(f"input.shrink must be square, [R, R] (got {shrink}): it shows the teacher "
                     "the student's R x R frames, and only a square shrink has that "
-                    "counterpart (skd_saliency_ros.core.engine.resize_area)")
+                    "counterpart (skd_saliency_ros.core.maps.resize_area)")
         if inp["color"] not in ("rgb", "bgr"):
             bad("input.color must be 'rgb' or 'bgr'")
         for key in ("mean", "std"):
