@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from skd_saliency_ros.core.errors import run_reporting_user_errors
+from skd_saliency_ros.core.frames import FrameSource
 from skd_saliency_ros.core.gaze import load_gaze
 from skd_saliency_ros.core.metrics import EvalProtocol, METRIC_KEYS, score_sequence
 
@@ -35,20 +37,19 @@ def center_maps(data: Path, n_frames: int):
 
 
 def spectral_maps(video: Path, n_frames: int):
-    """Yield (frame_index, spectral-residual map) for every decoded frame of ``video``."""
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise SystemExit(f"{video}: cannot open video")
+    """Yield (frame_index, spectral-residual map) for the first ``n_frames`` of ``video``.
+
+    OpenCV's saliency works on its own BGR frames; a video that ends early stops the run
+    with a FrameSourceError naming it.
+    """
+    frames = FrameSource(video, order="bgr").frames(0, n_frames)
     model = cv2.saliency.StaticSaliencySpectralResidual_create()
-    for k in tqdm(range(n_frames), desc=f"spectral {video.stem}", unit="frame"):
-        ok, frame = cap.read()
-        if not ok:
-            raise SystemExit(f"{video}: ended at frame {k} of {n_frames}")
+    for k, frame in enumerate(tqdm(frames, total=n_frames, desc=f"spectral {video.stem}",
+                                   unit="frame")):
         ok, sal = model.computeSaliency(frame)
         if not ok:
             raise SystemExit(f"{video}: spectral residual failed on frame {k}")
         yield k, sal
-    cap.release()
 
 
 def main(argv=None) -> int:
@@ -79,4 +80,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reporting_user_errors("metric_floors", main))

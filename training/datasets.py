@@ -38,12 +38,12 @@ from tqdm import tqdm
 from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.engine import resize_area
+from skd_saliency_ros.core.frames import FrameSource, FrameSourceError
 
 from .paths import default_cache_dir
 from .teachers import Teacher
 
-VIDEO_EXT = (".mp4", ".avi", ".mkv", ".mov")
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXT = (".mp4", ".avi", ".mkv", ".mov")  # a frame folder's images: core.frames.IMAGE_EXT
 STORAGE_LONG_SIDE = 320
 HUMAN_SCALE = 0.25        # density maps drawn at 1/4 of the video size (metrics protocol) ...
 HUMAN_SIGMA_FRAC = 0.025  # ... with sigma = 2.5% of the video width, then resized to R
@@ -54,16 +54,12 @@ class DatasetError(SkdError, ValueError):
     """Missing, corrupt or inconsistent training data (named file and problem)."""
 
 
-def _natural_key(name: str):
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
-
-
 class VideoSource:
     """One video file (.mp4/.avi/.mkv/.mov) or folder of images, with optional gaze.
 
-    ``frames()`` yields RGB uint8 frames in order.  A folder is read in natural name order
-    (``2.jpg`` before ``10.jpg``); its ``fps`` is ``fps`` if given, else the gaze file's,
-    else 10.
+    ``frames()`` yields RGB uint8 frames in order (read by core.frames.FrameSource).  A
+    folder is read in natural name order (``2.jpg`` before ``10.jpg``); its ``fps`` is ``fps``
+    if given, else the gaze file's, else 10.
     """
 
     def __init__(self, path: Union[str, Path], gaze_path: Union[str, Path, None] = None,
@@ -72,27 +68,20 @@ class VideoSource:
         self.gaze_path = Path(gaze_path) if gaze_path is not None else None
         self.name = name or self.path.stem
         self._hash: Optional[str] = None
-        if self.path.is_dir():
-            self._images = sorted((p for p in self.path.iterdir()
-                                   if p.is_file() and p.suffix.lower() in IMAGE_EXT),
-                                  key=lambda p: _natural_key(p.name))
-            if not self._images:
-                raise DatasetError(f"{self.path}: frame folder holds no images "
-                                   f"({', '.join(IMAGE_EXT)})")
-            first = self._read_image(self._images[0])
-            self.n_frames = len(self._images)
-            self.height, self.width = first.shape[:2]
-            self.fps = float(fps) if fps else FOLDER_FPS
-        elif self.path.is_file():
-            if self.path.suffix.lower() not in VIDEO_EXT:
-                raise DatasetError(f"{self.path}: not a video ({', '.join(VIDEO_EXT)}) "
-                                   "or a folder of images")
-            self._images = None
-            self._probe_video()
-            if fps:  # a rate given by the user wins over the container's (or its absence)
-                self.fps = float(fps)
-        else:
-            raise DatasetError(f"{self.path}: no such video file or frame folder")
+        if self.path.is_file() and self.path.suffix.lower() not in VIDEO_EXT:
+            raise DatasetError(f"{self.path}: not a video ({', '.join(VIDEO_EXT)}) "
+                               "or a folder of images")
+        try:
+            self._source = FrameSource(self.path)
+        except FrameSourceError as exc:
+            raise DatasetError(str(exc)) from exc
+        self._images = self._source.images
+        self.n_frames = self._source.n_frames
+        self.width, self.height = self._source.width, self._source.height
+        if self._images is None and self.n_frames <= 0:
+            raise DatasetError(f"{self.path}: video reports {self.n_frames} frames")
+        # a rate given by the user wins over the container's (or its absence)
+        self.fps = float(fps) if fps else (self._source.fps or FOLDER_FPS)
         self.gaze = self._load_gaze() if self.gaze_path is not None else None
         if self.gaze is not None and self._images is not None and not fps:
             self.fps = float(self.gaze.fps)
@@ -102,32 +91,6 @@ class VideoSource:
                 f", {self.n_frames} frames, gaze={self.gaze_path is not None})")
 
     # ---- probing ------------------------------------------------------------------------
-    def _probe_video(self) -> None:
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            if not cap.isOpened():
-                raise DatasetError(f"{self.path}: cannot open video (corrupt or unsupported "
-                                   "format)")
-            n = int(round(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
-            ok, bgr = cap.read()
-            if not ok or bgr is None or bgr.ndim != 3:
-                raise DatasetError(f"{self.path}: cannot decode the first frame (corrupt or "
-                                   "unsupported video)")
-            if n <= 0:
-                raise DatasetError(f"{self.path}: video reports {n} frames")
-            self.n_frames = n
-            self.height, self.width = bgr.shape[:2]
-            fps = float(cap.get(cv2.CAP_PROP_FPS))
-            self.fps = fps if np.isfinite(fps) and fps > 0 else FOLDER_FPS
-        finally:
-            cap.release()
-
-    def _read_image(self, path: Path) -> np.ndarray:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"{path}: cannot read image (corrupt or unsupported format)")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
     def _load_gaze(self):
         from skd_saliency_ros.core.gaze import GazeError, load_gaze
 
@@ -138,34 +101,15 @@ class VideoSource:
 
     # ---- reading ------------------------------------------------------------------------
     def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
-        """Yield RGB uint8 frames ``start`` .. ``stop - 1`` (default: to the end)."""
+        """Yield RGB uint8 frames ``start`` .. ``stop - 1`` (default: to the end).
+
+        All ``n_frames`` are promised: a video that ends early raises DatasetError.
+        """
         stop = self.n_frames if stop is None else min(int(stop), self.n_frames)
-        start = max(0, int(start))
-        if self._images is not None:
-            for path in self._images[start:stop]:
-                img = self._read_image(path)
-                if img.shape[:2] != (self.height, self.width):
-                    raise DatasetError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, the "
-                                       f"folder's first image is {self.width}x{self.height}")
-                yield img
-            return
-        cap = cv2.VideoCapture(str(self.path))
         try:
-            if not cap.isOpened():
-                raise DatasetError(f"{self.path}: cannot open video")
-            if start > 0:  # decode and drop: exact frame indices even for inter-coded video
-                for k in range(start):
-                    if not cap.grab():
-                        raise DatasetError(f"{self.path}: video ended after {k} frames, its "
-                                           f"header says {self.n_frames}")
-            for k in range(start, stop):
-                ok, bgr = cap.read()
-                if not ok or bgr is None:
-                    raise DatasetError(f"{self.path}: cannot decode frame {k} (video ended or "
-                                       f"is corrupt; header says {self.n_frames} frames)")
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        finally:
-            cap.release()
+            yield from self._source.frames(max(0, int(start)), stop)
+        except FrameSourceError as exc:
+            raise DatasetError(str(exc)) from exc
 
     @property
     def content_hash(self) -> str:

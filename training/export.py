@@ -51,20 +51,15 @@ def _real_pair(resolution: int, channels: int) -> np.ndarray | None:
     """Two consecutive frames of the bundle's car10 video at R, as the engine feeds them."""
     import cv2
 
+    from skd_saliency_ros.core.frames import FrameSource, FrameSourceError
     from training.paths import default_data_dir
 
-    video = default_data_dir() / "uav_gaze" / "car10.mp4"
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while cap.isOpened() and len(frames) < 2:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        small = cv2.resize(frame, (resolution, resolution), interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB).transpose(2, 0, 1) / 255.0)
-    cap.release()
-    if len(frames) < 2:
+    try:  # no bundle (or an unreadable clip): the caller falls back to random input
+        rgb = list(FrameSource(default_data_dir() / "uav_gaze" / "car10.mp4").frames(0, 2))
+    except FrameSourceError:
         return None
+    frames = [cv2.resize(f, (resolution, resolution), interpolation=cv2.INTER_AREA)
+              .transpose(2, 0, 1) / 255.0 for f in rgb]
     # channels 0-2: frame t, 3-5: frame t-1 (causal pairing)
     pair = np.concatenate([frames[1], frames[0]])[:channels]
     return pair[None].astype(np.float32)
