@@ -18,6 +18,7 @@ orchestrator (bench/node_bench.py) needs nothing but pipes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -46,23 +47,16 @@ def _qos(reliable: bool, depth: int = 5):
 
 
 def load_frames(video: Path, count: int, width: int, height: int) -> List:
-    """``count`` real frames of ``video`` as RGB uint8 arrays of the requested size."""
+    """At most ``count`` real frames of ``video`` as RGB uint8 arrays of the requested size."""
     import cv2
 
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise SystemExit(f"camera: cannot open video {video}")
-    frames = []
-    while len(frames) < count:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
-    if not frames:
-        raise SystemExit(f"camera: {video} has no readable frame")
-    return frames
+    from skd_saliency_ros.core.frames import FrameSource, FrameSourceError
+
+    try:  # opening reads the first frame: a source without one is refused here
+        frames = itertools.islice(FrameSource(video).frames(), count)
+        return [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+    except FrameSourceError as exc:
+        raise SystemExit(f"camera: {exc}") from exc
 
 
 def _stop_on_signals(flag: dict) -> None:
@@ -76,20 +70,16 @@ def camera(args) -> int:
     """Publish frames at a fixed rate until --duration or a signal; report the stamps."""
     import rclpy
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from skd_saliency_ros.ros.image_io import numpy_to_image
 
     frames = load_frames(Path(args.video) if args.video else _data_dir() / DEFAULT_VIDEO,
                          args.frames, args.width, args.height)
     rclpy.init()
     node = rclpy.create_node("bench_camera")
     pub = node.create_publisher(Image, args.topic, _qos(reliable=False))
-    msgs = []
-    for frame in frames:
-        msg = Image()
-        msg.header.frame_id = "bench_camera"
-        msg.height, msg.width = frame.shape[:2]
-        msg.encoding, msg.is_bigendian, msg.step = "rgb8", 0, frame.shape[1] * 3
-        msg.data = frame.tobytes()
-        msgs.append(msg)
+    msgs = [numpy_to_image(frame, "rgb8", Header(frame_id="bench_camera")) for frame in frames]
     flag = {"stop": False}
     _stop_on_signals(flag)
     deadline = time.monotonic() + args.wait_subscribers

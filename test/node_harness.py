@@ -16,8 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
+from skd_saliency_ros.core.frames import FrameSource
 from skd_saliency_ros.core.processes import LoggedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,21 +52,11 @@ def node_env(ros_env: Dict[str, str]) -> Dict[str, str]:
 
 
 def read_frames(path: Path, count: int, start: int = 0) -> List[np.ndarray]:
-    """First ``count`` frames (BGR, as OpenCV decodes them) of a real video."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise RuntimeError(f"{path}: cannot open video")
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    frames = []
-    while len(frames) < count:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    if len(frames) < count:
-        raise RuntimeError(f"{path}: only {len(frames)} frames, {count} needed")
-    return frames
+    """Frames ``start`` .. ``start + count - 1`` (BGR, as OpenCV decodes them) of a real video.
+
+    A video with fewer frames raises FrameSourceError naming it.
+    """
+    return list(FrameSource(path, order="bgr").frames(start, start + count))
 
 
 class NodeProcess(LoggedProcess):
@@ -209,18 +199,14 @@ class Client:
 
 
 def make_image(arr: np.ndarray, encoding: str, stamp_s: float, frame_id: str):
-    """sensor_msgs/Image from a dense array (data filled with tobytes, as drivers do)."""
-    from sensor_msgs.msg import Image
+    """sensor_msgs/Image of a dense array, stamped ``stamp_s`` (ros.image_io.numpy_to_image)."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
 
-    msg = Image()
-    msg.header.stamp.sec = int(stamp_s)
-    msg.header.stamp.nanosec = int(round((stamp_s - int(stamp_s)) * 1e9))
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
-    msg.encoding = encoding
-    msg.step = int(arr.shape[1] * (arr.shape[2] if arr.ndim == 3 else 1) * arr.itemsize)
-    msg.data = np.ascontiguousarray(arr).tobytes()
-    return msg
+    from skd_saliency_ros.ros.image_io import numpy_to_image
+
+    stamp = Time(sec=int(stamp_s), nanosec=int(round((stamp_s - int(stamp_s)) * 1e9)))
+    return numpy_to_image(arr, encoding, Header(stamp=stamp, frame_id=frame_id))
 
 
 def stamp_of(msg) -> tuple:

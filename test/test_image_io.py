@@ -8,6 +8,7 @@ import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from skd_saliency_ros.core.frames import FrameSource
 from skd_saliency_ros.ros.image_io import (ImageEncodingError, RGB_ENCODINGS, SUPPORTED_ENCODINGS,
                                            bytes_per_pixel, compressed_to_rgb8, image_to_numpy,
                                            image_to_rgb8, numpy_to_image)
@@ -16,11 +17,7 @@ from skd_saliency_ros.ros.image_io import (ImageEncodingError, RGB_ENCODINGS, SU
 @pytest.fixture(scope="module")
 def frame(shared_data):
     """First frame of car10 (1280x720), RGB."""
-    cap = cv2.VideoCapture(str(shared_data / "uav_gaze" / "car10.mp4"))
-    ok, bgr = cap.read()
-    cap.release()
-    assert ok, "could not decode car10.mp4"
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return next(FrameSource(shared_data / "uav_gaze" / "car10.mp4").frames())
 
 
 def mosaic(rgb, pattern):
@@ -150,6 +147,28 @@ def test_rgb8_without_padding_is_not_copied(frame):
     msg = numpy_to_image(frame, "rgb8")
     rgb = image_to_rgb8(msg)
     assert np.shares_memory(rgb, np.frombuffer(msg.data, np.uint8))
+
+
+def test_rclpy_and_rosbags_builders_agree(frame):
+    """numpy_to_image and bag_io.image_msg write the same fields and bytes, refuse alike."""
+    from skd_saliency_ros.bags.bag_io import IMAGE_TYPE, header, image_msg, typestore_for
+
+    store = typestore_for("humble")
+    arrays = layouts(frame[:48, :64])
+    for encoding in ("rgb8", "bgr8", "mono8", "mono16", "yuv422", "bayer_rggb8", "32FC1"):
+        ours = numpy_to_image(arrays[encoding], encoding)
+        bag = image_msg(store, arrays[encoding], encoding, header(store, 0, "cam"))
+        assert isinstance(ours.data, array.array)  # never a numpy array: see numpy_to_image
+        for name in ("height", "width", "encoding", "is_bigendian", "step"):
+            assert getattr(bag, name) == getattr(ours, name), (encoding, name)
+        assert bag.data.tobytes() == bytes(ours.data), encoding
+        raw = store.serialize_cdr(bag, IMAGE_TYPE)  # what a bag stores decodes as the node's
+        np.testing.assert_array_equal(
+            image_to_numpy(store.deserialize_cdr(raw, IMAGE_TYPE)), arrays[encoding])
+    for build in (lambda a: numpy_to_image(a, "rgb8"),
+                  lambda a: image_msg(store, a, "rgb8", header(store, 0, "cam"))):
+        with pytest.raises(ImageEncodingError, match="needs dtype uint8"):
+            build(frame.astype(np.float32))
 
 
 def _msg(encoding="rgb8", width=4, height=2, step=None, data=None):

@@ -14,6 +14,7 @@ half-written bag under the final name.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import shutil
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.frames import FrameSource
 from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.processes import raise_if_stop_requested
 
@@ -314,14 +316,19 @@ def header(typestore, ns: int, frame_id: str):
 
 
 def image_msg(typestore, arr: np.ndarray, encoding: str, hdr):
-    """sensor_msgs/Image (rosbags type) from a dense array in the encoding's layout."""
-    from skd_saliency_ros.ros.image_io import bytes_per_pixel
+    """sensor_msgs/Image (rosbags type) from a dense array in the encoding's layout.
+
+    The rosbags twin of ros.image_io.numpy_to_image: the same checks, step and byte order
+    (ros.image_io.image_fields); only ``data`` differs, because a rosbags message is a plain
+    dataclass whose uint8[] field is the numpy array itself (its serializer wants one), where
+    an rclpy message takes an array.array.
+    """
+    from skd_saliency_ros.ros.image_io import image_fields
+    fields = image_fields(arr, encoding)
     Image = typestore.types[IMAGE_TYPE]
-    arr = np.ascontiguousarray(arr)
-    height, width = arr.shape[:2]
-    return Image(header=hdr, height=int(height), width=int(width), encoding=encoding,
-                 is_bigendian=0, step=int(width * bytes_per_pixel(encoding)),
-                 data=arr.reshape(-1).view(np.uint8))
+    return Image(header=hdr, height=fields.height, width=fields.width, encoding=encoding,
+                 is_bigendian=fields.is_bigendian, step=fields.step,
+                 data=fields.pixels.reshape(-1).view(np.uint8))
 
 
 def camera_info_msg(typestore, hdr, width: int, height: int, hfov_deg: float):
@@ -388,7 +395,6 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
     lossless, or "jpeg") frames are sensor_msgs/CompressedImage on ``<topic>/compressed``
     (the image_transport name).  Returns a summary dict.
     """
-    from tqdm import tqdm
     if compress not in (None, "png", "jpeg"):
         raise BagError(f"make-bag: compress must be png or jpeg, got '{compress}'")
     if encoding not in ("rgb8", "bgr8"):
@@ -399,76 +405,112 @@ def make_bag(video, out, gaze=None, storage: str = "sqlite3", topic: str = "/cam
         raise BagError(f"{video}: no such video file")
     check_outputs([Output("--out", out, folder=True)],
                   inputs=[("--video", video), ("--gaze", gaze)], overwrite=overwrite)
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise BagError(f"{video}: cannot open video (unknown format or corrupt file)")
-    try:
-        rate = float(fps) if fps is not None else float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not (math.isfinite(rate) and rate > 0):
-            raise BagError(f"{video}: the video does not say its frame rate; pass --fps")
-        n_video = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        gaze_data = None
-        if gaze is not None:
-            from skd_saliency_ros.core.gaze import load_gaze
-            size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
-                    int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))
-            gaze_data = load_gaze(gaze, n_frames=n_video, size=size if all(size) else None,
-                                  against=str(video))
-            _check_observers_fit_float32(gaze_data)
-        total = n_video if max_frames is None else min(n_video, int(max_frames))
-        cam_ns = topic.rsplit("/", 1)[0]
-        info_topic = f"{cam_ns}/camera_info"
-        image_topic = f"{topic}/compressed" if compress else topic
-        count = 0
-        with atomic_bag_path(out, overwrite) as tmp, OutputBag(tmp, storage, distro) as bag:
-            ts = bag.typestore
-            Polygon = ts.types["geometry_msgs/msg/Polygon"]
-            PolygonStamped = ts.types["geometry_msgs/msg/PolygonStamped"]
-            Point32 = ts.types["geometry_msgs/msg/Point32"]
-            bar = tqdm(total=total, desc=f"make-bag {video.name}", unit="frame",
-                       disable=not progress)
-            while max_frames is None or count < int(max_frames):
-                raise_if_stop_requested()
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                ns = int(start_ns) + int(round(count * 1e9 / rate))
-                hdr = header(ts, ns, frame_id)
-                if compress:
-                    ok, buf = cv2.imencode(f".{compress}", bgr)
-                    Compressed = ts.types[COMPRESSED_TYPE]
-                    bag.write(image_topic, COMPRESSED_TYPE, ns,
-                              Compressed(header=hdr, format=compress, data=buf.reshape(-1)))
-                else:
-                    arr = bgr if encoding == "bgr8" else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                    bag.write(topic, IMAGE_TYPE, ns, image_msg(ts, arr, encoding, hdr))
-                if hfov_deg is not None:
-                    bag.write(info_topic, CAMERA_INFO_TYPE, ns, camera_info_msg(
-                        ts, hdr, bgr.shape[1], bgr.shape[0], hfov_deg))
-                if gaze_data is not None:
-                    rows = gaze_data.fix_frame == count
-                    pts = [Point32(x=float(x), y=float(y), z=float(o)) for (x, y), o in
-                           zip(gaze_data.fix_xy[rows], gaze_data.fix_observer[rows])]
-                    bag.write(gaze_topic, "geometry_msgs/msg/PolygonStamped", ns,
-                              PolygonStamped(header=hdr, polygon=Polygon(points=pts)))
-                count += 1
-                bar.update(1)
-            bar.close()
-            if count == 0:
-                raise BagError(f"{video}: no frame could be decoded")
-            if max_frames is None and n_video and count != n_video:
-                raise BagError(f"{video}: the container says {n_video} frames but {count} "
-                               "were decoded; the file is truncated or corrupt")
-            # Which video frames the bag holds, so that a bag of the first N frames is still
-            # scored against the whole video's gaze file (sAUC draws from all its frames).
-            bag.writer.set_custom_data("skd.source_video", str(video.resolve()))
-            bag.writer.set_custom_data("skd.video_frames", str(n_video or count))
-            bag.writer.set_custom_data("skd.first_frame", "0")
-            bag.writer.set_custom_data("skd.fps", repr(rate))
-            if gaze_data is not None:
-                bag.writer.set_custom_data("skd.gaze", str(Path(gaze_data.path).resolve()))
-    finally:
-        cap.release()
-    return {"bag": str(out), "frames": count, "fps": rate, "topic": image_topic,
-            "camera_info": info_topic if hfov_deg is not None else None,
+    # OpenCV encodes BGR; a raw rgb8 bag takes the frames as RGB, unconverted here
+    source = FrameSource(video, order="rgb" if encoding == "rgb8" and not compress else "bgr")
+    rate = float(fps) if fps is not None else source.fps
+    if rate is None:
+        raise BagError(f"{video}: the video does not say its frame rate; pass --fps")
+    gaze_data = _video_gaze(gaze, source) if gaze is not None else None
+    frame_writer = _FrameWriter(
+        image_topic=f"{topic}/compressed" if compress else topic, encoding=encoding,
+        frame_id=frame_id, compress=compress, hfov_deg=hfov_deg,
+        info_topic=f"{topic.rsplit('/', 1)[0]}/camera_info", gaze_topic=gaze_topic,
+        gaze=gaze_data)
+    with atomic_bag_path(out, overwrite) as tmp, OutputBag(tmp, storage, distro) as bag:
+        count = _write_frames(bag, source, frame_writer, int(start_ns), rate, max_frames,
+                              progress)
+        _check_frame_count(video, count, source.n_frames, max_frames)
+        _record_source(bag, video, source.n_frames or count, rate, gaze_data)
+    return {"bag": str(out), "frames": count, "fps": rate, "topic": frame_writer.image_topic,
+            "camera_info": frame_writer.info_topic if hfov_deg is not None else None,
             "gaze_topic": gaze_topic if gaze_data is not None else None, "storage": storage}
+
+
+def _video_gaze(gaze, source: FrameSource):
+    """Load the gaze file of ``source``'s video, checked against its frame count and size."""
+    from skd_saliency_ros.core.gaze import load_gaze
+    gaze_data = load_gaze(gaze, n_frames=source.n_frames, size=(source.width, source.height),
+                          against=str(source.path))
+    _check_observers_fit_float32(gaze_data)
+    return gaze_data
+
+
+@dataclass(frozen=True)
+class _FrameWriter:
+    """What make_bag writes for one video frame: its image, CameraInfo and fixations."""
+
+    image_topic: str           # <topic>, or <topic>/compressed when compressing
+    encoding: str              # rgb8 or bgr8 (raw images)
+    frame_id: str
+    compress: Optional[str]    # None, "png" or "jpeg"
+    hfov_deg: Optional[float]  # None: no CameraInfo
+    info_topic: str
+    gaze_topic: str
+    gaze: object               # core.gaze.GazeData or None
+
+    def write(self, bag: "OutputBag", k: int, frame: np.ndarray, ns: int) -> None:
+        """Write frame ``k`` (in the source's order: RGB for raw rgb8, else BGR) at ``ns``."""
+        ts = bag.typestore
+        hdr = header(ts, ns, self.frame_id)
+        if self.compress:
+            _ok, buf = cv2.imencode(f".{self.compress}", frame)
+            Compressed = ts.types[COMPRESSED_TYPE]
+            bag.write(self.image_topic, COMPRESSED_TYPE, ns,
+                      Compressed(header=hdr, format=self.compress, data=buf.reshape(-1)))
+        else:
+            bag.write(self.image_topic, IMAGE_TYPE, ns, image_msg(ts, frame, self.encoding, hdr))
+        if self.hfov_deg is not None:
+            bag.write(self.info_topic, CAMERA_INFO_TYPE, ns, camera_info_msg(
+                ts, hdr, frame.shape[1], frame.shape[0], self.hfov_deg))
+        if self.gaze is not None:
+            Point32 = ts.types["geometry_msgs/msg/Point32"]
+            rows = self.gaze.fix_frame == k
+            pts = [Point32(x=float(x), y=float(y), z=float(o)) for (x, y), o in
+                   zip(self.gaze.fix_xy[rows], self.gaze.fix_observer[rows])]
+            polygon = ts.types["geometry_msgs/msg/Polygon"](points=pts)
+            bag.write(self.gaze_topic, "geometry_msgs/msg/PolygonStamped", ns,
+                      ts.types["geometry_msgs/msg/PolygonStamped"](header=hdr, polygon=polygon))
+
+
+def _write_frames(bag: "OutputBag", source: FrameSource, frame_writer: _FrameWriter,
+                  start_ns: int, rate: float, max_frames: Optional[int],
+                  progress: bool) -> int:
+    """Write the first ``max_frames`` frames (None: all); return how many were written."""
+    from tqdm import tqdm
+    n_video = source.n_frames
+    total = n_video if max_frames is None else min(n_video, int(max_frames))
+    limit = None if max_frames is None else int(max_frames)
+    count = 0
+    with tqdm(total=total, desc=f"make-bag {source.path.name}", unit="frame",
+              disable=not progress) as bar:
+        for frame in itertools.islice(source.frames(), limit):
+            raise_if_stop_requested()
+            frame_writer.write(bag, count, frame, start_ns + int(round(count * 1e9 / rate)))
+            count += 1
+            bar.update(1)
+    return count
+
+
+def _check_frame_count(video: Path, count: int, n_video: int,
+                       max_frames: Optional[int]) -> None:
+    """Refuse a bag of no frames, or of fewer than the container promised (a cut file)."""
+    if count == 0:
+        raise BagError(f"{video}: no frame could be decoded")
+    if max_frames is None and n_video and count != n_video:
+        raise BagError(f"{video}: the container says {n_video} frames but {count} "
+                       "were decoded; the file is truncated or corrupt")
+
+
+def _record_source(bag: "OutputBag", video: Path, video_frames: int, rate: float,
+                   gaze_data) -> None:
+    """Write which video frames the bag holds into its metadata (custom_data).
+
+    So that a bag of the first N frames is still scored against the whole video's gaze file
+    (sAUC draws from all its frames).
+    """
+    bag.writer.set_custom_data("skd.source_video", str(video.resolve()))
+    bag.writer.set_custom_data("skd.video_frames", str(video_frames))
+    bag.writer.set_custom_data("skd.first_frame", "0")
+    bag.writer.set_custom_data("skd.fps", repr(rate))
+    if gaze_data is not None:
+        bag.writer.set_custom_data("skd.gaze", str(Path(gaze_data.path).resolve()))

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional, Tuple
 
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL
 from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
@@ -63,25 +64,23 @@ def _start(cmd, env, prefix):
     return proc, lines, thread
 
 
-def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> int:
-    """Run node, player and recorder; print the summary; return an exit code."""
+def _refusal(video: Path, out_dir: Path) -> Optional[str]:
+    """Why the demo cannot start (no trained model, no video, outputs onto inputs), or None."""
     if not DEFAULT_MODEL.is_file():
-        print(f"demo: the trained default model {DEFAULT_MODEL} is missing. The demo only "
-              "runs a trained model; train it first (docs/TRAINING.md).", file=sys.stderr)
-        return 2
+        return (f"the trained default model {DEFAULT_MODEL} is missing. The demo only runs a "
+                "trained model; train it first (docs/TRAINING.md).")
     if not video.is_file():
-        print(f"demo: {video}: no such video file", file=sys.stderr)
-        return 2
+        return f"{video}: no such video file"
     try:  # the recordings are the demo's own, replaced on every run; never onto an input
         check_outputs([Output("--out", path, regenerated=True) for path in output_files(out_dir)],
                       inputs=[("--video", video), ("model", DEFAULT_MODEL)])
     except OutputPathError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return 2
-    env = demo_environment()
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                           "AMENT_PREFIX_PATH", "RMW_IMPLEMENTATION",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE")})
+        return str(exc)
+    return None
+
+
+def _start_recording(env: dict, out_dir: Path):
+    """Spin the recorder node in this process; return (context, recorder, executor, thread)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -94,52 +93,91 @@ def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> in
     executor.add_node(recorder.node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
+    return context, recorder, executor, spin
+
+
+def _stop_recording(context, recorder, executor, spin: threading.Thread) -> None:
+    """Stop spinning, then close the recordings and the context, in that order."""
+    executor.shutdown(timeout_sec=2.0)
+    # The spin thread must have left rclpy before the node and context go away:
+    # a thread still inside the wait set at interpreter exit aborts the process
+    # ("terminate called without an active exception").
+    spin.join(timeout=5.0)
+    recorder.close()
+    context.try_shutdown()
+
+
+def _wait_for_node(node: subprocess.Popen, recorder, end: float) -> bool:
+    """Wait until the node's outputs reach the recorder; False if it died or time ran out."""
+    while not recorder.connected():
+        if node.poll() is not None or time.monotonic() > end:
+            print("demo: the saliency node did not come up", file=sys.stderr)
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _play(video: Path, frames, env: dict, node: subprocess.Popen, end: float,
+          started: list) -> Tuple[int, int]:
+    """Run the player to its end (appended to ``started``); return (exit code, frames sent)."""
+    player_cmd = [sys.executable, "-m", "skd_saliency_ros.demo.video_player", str(video),
+                  "--topic", "/image", "--frame-id", "uav_camera_optical"]
+    if frames:
+        player_cmd += ["--frames", str(frames)]
+    player, player_lines, player_thread = _start(player_cmd, env, "[player] ")
+    started.append(player)
+    code = 0
+    while player.poll() is None:
+        if node.poll() is not None or time.monotonic() > end:
+            print("demo: the saliency node stopped or the demo timed out", file=sys.stderr)
+            code = 1
+            break
+        time.sleep(0.2)
+    player_thread.join(timeout=5)
+    if player.returncode not in (0, None):
+        code = 1
+    sent = 0
+    for line in player_lines:
+        match = re.search(r"published (\d+) frames", line)
+        if match:
+            sent = int(match.group(1))
+    return code, sent
+
+
+def _await_answers(recorder, sent: int) -> None:
+    """Give the node up to 5 s for the answers to the last frames sent."""
+    settle = time.monotonic() + 5.0
+    while len(recorder.latencies_s) < sent and time.monotonic() < settle:
+        time.sleep(0.1)
+    time.sleep(0.3)
+
+
+def run(video: Path, out_dir: Path, frames=None, timeout_s: float = 180.0) -> int:
+    """Run node, player and recorder; print the summary; return an exit code."""
+    problem = _refusal(video, out_dir)
+    if problem is not None:
+        print(f"demo: {problem}", file=sys.stderr)
+        return 2
+    env = demo_environment()
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                           "AMENT_PREFIX_PATH", "RMW_IMPLEMENTATION",
+                                           "FASTDDS_DEFAULT_PROFILES_FILE")})
+    context, recorder, executor, spin = _start_recording(env, out_dir)
     node_cmd = [sys.executable, "-m", "skd_saliency_ros.ros.node", "--ros-args",
                 "--params-file", str(config_file("saliency.yaml"))]
-    node, node_lines, _ = _start(node_cmd, env, "[node] ")
-    player = None
-    code = 0
+    node, _node_lines, _ = _start(node_cmd, env, "[node] ")
+    players: list = []
     try:
         end = time.monotonic() + timeout_s
-        while not recorder.connected():
-            if node.poll() is not None or time.monotonic() > end:
-                print("demo: the saliency node did not come up", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        player_cmd = [sys.executable, "-m", "skd_saliency_ros.demo.video_player", str(video),
-                      "--topic", "/image", "--frame-id", "uav_camera_optical"]
-        if frames:
-            player_cmd += ["--frames", str(frames)]
-        player, player_lines, player_thread = _start(player_cmd, env, "[player] ")
-        while player.poll() is None:
-            if node.poll() is not None or time.monotonic() > end:
-                print("demo: the saliency node stopped or the demo timed out", file=sys.stderr)
-                code = 1
-                break
-            time.sleep(0.2)
-        player_thread.join(timeout=5)
-        if player.returncode not in (0, None):
-            code = 1
-        sent = 0
-        for line in player_lines:
-            match = re.search(r"published (\d+) frames", line)
-            if match:
-                sent = int(match.group(1))
-        settle = time.monotonic() + 5.0  # trailing answers
-        while len(recorder.latencies_s) < sent and time.monotonic() < settle:
-            time.sleep(0.1)
-        time.sleep(0.3)
+        if not _wait_for_node(node, recorder, end):
+            return 1
+        code, sent = _play(video, frames, env, node, end, players)
+        _await_answers(recorder, sent)
     finally:
-        if player is not None:
+        for player in players:
             stop_process(player)
         node_code = stop_process(node)
-        executor.shutdown(timeout_sec=2.0)
-        # The spin thread must have left rclpy before the node and context go away:
-        # a thread still inside the wait set at interpreter exit aborts the process
-        # ("terminate called without an active exception").
-        spin.join(timeout=5.0)
-        recorder.close()
-        context.try_shutdown()
+        _stop_recording(context, recorder, executor, spin)
     out = len(recorder.latencies_s)
     if node_code != 0 or out == 0:
         code = 1

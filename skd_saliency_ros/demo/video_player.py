@@ -9,37 +9,13 @@ The player waits until someone subscribes before it starts, so no frame is sent 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-import cv2
-import numpy as np
-
-
-def open_video(path: Path) -> cv2.VideoCapture:
-    """Open ``path`` with OpenCV or raise a clear error naming the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such video file")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ValueError(f"{path}: OpenCV cannot decode this video")
-    return cap
-
-
-def frame_message(frame: np.ndarray, stamp, frame_id: str):
-    """Image message of a BGR frame (data filled with tobytes: one copy, no per-byte loop)."""
-    from sensor_msgs.msg import Image
-
-    msg = Image()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(frame.shape[0]), int(frame.shape[1])
-    msg.encoding = "bgr8"
-    msg.step = int(frame.shape[1] * 3)
-    msg.data = np.ascontiguousarray(frame).tobytes()
-    return msg
+from skd_saliency_ros.core.frames import FrameSource, FrameSourceError
 
 
 def play(video: Path, topic: str = "image", frame_id: str = "camera_optical_frame",
@@ -49,9 +25,12 @@ def play(video: Path, topic: str = "image", frame_id: str = "camera_optical_fram
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
 
-    cap = open_video(video)
-    fps = rate_hz or cap.get(cv2.CAP_PROP_FPS) or 10.0
+    from skd_saliency_ros.ros.image_io import numpy_to_image
+
+    source = FrameSource(video, order="bgr")  # published as bgr8, as OpenCV decodes it
+    fps = rate_hz or source.fps or 10.0
     rclpy.init()
     node = rclpy.create_node("video_player")
     pub = node.create_publisher(Image, topic, QoSProfile(
@@ -65,17 +44,14 @@ def play(video: Path, topic: str = "image", frame_id: str = "camera_optical_fram
             time.sleep(0.05)
         time.sleep(0.5)  # let the match settle on both sides
         start = time.monotonic()
-        while max_frames is None or count < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
+        for frame in itertools.islice(source.frames(), max_frames):
             delay = start + count / fps - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            pub.publish(frame_message(frame, node.get_clock().now().to_msg(), frame_id))
+            stamp = node.get_clock().now().to_msg()
+            pub.publish(numpy_to_image(frame, "bgr8", Header(stamp=stamp, frame_id=frame_id)))
             count += 1
     finally:
-        cap.release()
         node.destroy_node()
         rclpy.try_shutdown()
     return count
@@ -84,7 +60,8 @@ def play(video: Path, topic: str = "image", frame_id: str = "camera_optical_fram
 def main(argv=None) -> int:
     """Command line: publish a video file on an Image topic."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("video", type=Path, help="video file (anything OpenCV decodes)")
+    parser.add_argument("video", type=Path, help="video file (anything OpenCV decodes) or a "
+                                                 "folder of frame images")
     parser.add_argument("--topic", default="image", help="Image topic (default: image)")
     parser.add_argument("--frame-id", default="camera_optical_frame",
                         help="header.frame_id of the images")
@@ -97,7 +74,7 @@ def main(argv=None) -> int:
         parser.error(f"--rate must be > 0, got {args.rate}")
     try:
         count = play(args.video, args.topic, args.frame_id, args.rate, args.frames)
-    except (FileNotFoundError, ValueError, TimeoutError) as exc:
+    except (FrameSourceError, TimeoutError) as exc:
         print(f"video_player: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
