@@ -88,7 +88,7 @@ def test_contact_sheet_out_inside_the_data_dir(shared_data, tmp_path):
 def test_bench_json_and_doc_at_one_place(checkpoints, tmp_path):
     """Bench --json X --doc X: refused before timing (was: the doc section replaced the JSON)."""
     out = tmp_path / "bench.md"
-    refused(run("training", "bench", "--models", "skd-fast", "--backends", "torch",
+    refused(run("bench.models", "--models", "skd-fast", "--backends", "torch",
                 "--resolutions", "64", "--batch", "2", "--repeats", "1", "--min-time", "0",
                 "--warmup", "1", "--threads", "1", "--no-progress", "--json", out, "--doc",
                 out), "--json", "--doc", "same place")
@@ -96,11 +96,11 @@ def test_bench_json_and_doc_at_one_place(checkpoints, tmp_path):
 
 
 def test_bench_teacher_json_onto_a_model(checkpoints, tmp_path):
-    """bench-teacher --json <a checkpoint it times>: refused, the checkpoint stays."""
+    """bench.teacher --json <a checkpoint it times>: refused, the checkpoint stays."""
     model = tmp_path / "student.pt"
     shutil.copy(checkpoints[0], model)
     before = digest(model)
-    refused(run("training", "bench-teacher", "--teachers", "", "--models", model, "--repeats",
+    refused(run("bench.teacher", "--teachers", "", "--models", model, "--repeats",
                 "1", "--min-time", "0.01", "--json", model), "--json", "--models")
     assert digest(model) == before
 
