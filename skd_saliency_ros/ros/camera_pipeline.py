@@ -4,6 +4,8 @@ A ``CameraPipeline`` owns everything of one camera topic: its subscriptions, its
 publishers, the one pending frame, the last CameraInfo and the counters its diagnostics
 report.  The node makes one per entry of ``cameras`` and knows none of this; a new
 per-camera output is a row of ``OUTPUTS`` and a step of ``CameraPipeline.publish``.
+Outputs for a person or a detector (``overlay``, the attention crop ``crop/image`` and
+``crop/camera_info``) are computed only while someone subscribes to them.
 
 ``InferenceWorker`` is the node's one inference thread: it takes the pending frame of every
 camera at once, has each pipeline decode its own, runs ONE batched ``engine.step_many`` for
@@ -29,19 +31,22 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, Vector3Stamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from skd_saliency_ros.core.crops import peak_crop
 from skd_saliency_ros.core.maps import upsample
 from skd_saliency_ros.core.stamps import stamp_seconds
 from skd_saliency_ros.ros.image_io import (ImageEncodingError, check_compressed, check_image,
                                            check_size, compressed_to_rgb8, image_to_rgb8,
                                            numpy_to_image)
-from skd_saliency_ros.ros.outputs import (CameraStats, diagnostic_status, frame_messages,
-                                          overlay_bgr)
+from skd_saliency_ros.ros.outputs import (CameraStats, cell_aligned, crop_image, crop_info,
+                                          crop_source, diagnostic_status, frame_messages,
+                                          info_problem, overlay_bgr)
 from skd_saliency_ros.ros.params import camera_info_topic
 
 #: One camera's outputs, under its prefix: name -> message type (created in this order).
 OUTPUTS: Tuple[Tuple[str, type], ...] = (
     ("saliency", Image), ("camera_info", CameraInfo), ("peaks", PoseArray),
-    ("bearings", PoseArray), ("target", Vector3Stamped), ("overlay", Image))
+    ("bearings", PoseArray), ("target", Vector3Stamped), ("overlay", Image),
+    ("crop/image", Image), ("crop/camera_info", CameraInfo))
 
 
 @dataclass
@@ -51,10 +56,13 @@ class PipelineStats(CameraStats):
     ``failed``: inference raised; ``non_finite``: the raw map held NaN or inf.  Both reached
     the model and got no map, so they say the model, not the camera, is the problem; they
     are totals, with a per-period count in the window like every other counter.
+    ``crop_no_peak``: frames for which an attention crop was wanted but the map had no peak
+    (a flat map), so nothing was published on the crop topics (a total).
     """
 
     failed: int = 0
     non_finite: int = 0
+    crop_no_peak: int = 0
     last_failure_reason: str = ""
     window_failed: int = 0
     window_non_finite: int = 0
@@ -81,7 +89,8 @@ def add_model_health(status: DiagnosticStatus, stats: PipelineStats,
     """
     status.values.extend([KeyValue(key="failed", value=str(stats.failed)),
                           KeyValue(key="non_finite", value=str(stats.non_finite)),
-                          KeyValue(key="last_failure_reason", value=stats.last_failure_reason)])
+                          KeyValue(key="last_failure_reason", value=stats.last_failure_reason),
+                          KeyValue(key="crop_no_peak", value=str(stats.crop_no_peak))])
     failed, non_finite = window["failed"], window["non_finite"]
     if not (failed or non_finite):
         return
@@ -279,6 +288,8 @@ class CameraPipeline:
             self._warn("camera_info", f"no bearings: {out.no_bearings_reason}")
         if pubs["overlay"].get_subscription_count() > 0:
             self._publish_overlay(frame, result, out, settings.overlay_alpha)
+        if settings.crop_enable:
+            self._publish_crop(frame, result, settings.crop_area_fraction)
         self._count_output(frame, result.reset_reason)
 
     def _publish_overlay(self, frame: DecodedFrame, result, out, alpha: float) -> None:
@@ -288,6 +299,43 @@ class CameraPipeline:
             upsample(result.saliency, size)
         blend = overlay_bgr(frame.rgb, full, alpha, out.peak_list)
         self._outputs["overlay"].publish(numpy_to_image(blend, "bgr8", frame.msg.header))
+
+    def _publish_crop(self, frame: DecodedFrame, result, area_fraction: float) -> None:
+        """Publish the attention crop and its CameraInfo, each only when subscribed.
+
+        The crop is core.crops.peak_crop's (strongest peak, ``area_fraction`` of the frame),
+        widened to whole pixel cells for yuv422 and Bayer input (outputs.cell_aligned).  A
+        map without a peak publishes nothing and is counted (``crop_no_peak``).  Without a
+        usable CameraInfo the image is still published, the CameraInfo not (warned, throttled,
+        by the rule of ~/camera_info: outputs.info_problem).
+        """
+        image_pub = self._outputs["crop/image"]
+        info_pub = self._outputs["crop/camera_info"]
+        want_image = image_pub.get_subscription_count() > 0
+        want_info = info_pub.get_subscription_count() > 0
+        if not (want_image or want_info):
+            return
+        height, width = frame.rgb.shape[:2]
+        crop = peak_crop(result.saliency, (width, height), area_fraction)
+        if crop is None:
+            with self._lock:
+                self.stats.crop_no_peak += 1
+            return
+        pixels, encoding = crop_source(frame.msg, frame.rgb)
+        crop = cell_aligned(crop, (width, height), encoding)
+        header = frame.msg.header
+        if want_image:
+            image_pub.publish(crop_image(pixels, encoding, crop, header))
+        if want_info:
+            info = self.info  # the executor may replace it meanwhile: read it once
+            problem = info_problem(info, width, height)
+            if problem:
+                topic = self._subscriptions[1].topic_name if self._subscriptions else \
+                    self.info_topic
+                self._warn("crop_info", f"no {self.prefix}crop/camera_info: {problem} "
+                                        f"(CameraInfo topic {topic})")
+            else:
+                info_pub.publish(crop_info(info, crop, (width, height), header))
 
     def _count_output(self, frame: DecodedFrame, reason: Optional[str]) -> None:
         now_s = self._node.get_clock().now().nanoseconds * 1e-9  # same clock as camera stamps

@@ -20,6 +20,10 @@ writes the same messages into its bag.
   ``~/saliency`` (its sibling, image_transport's naming rule), so a consumer can project the
   map's pixels; published with each map when the camera's CameraInfo fits the image and
   holds no NaN or inf.
+* ``~/crop/image`` and ``~/crop/camera_info``: the attention crop (core/crops.py,
+  docs/CROPS.md) in image_proc's crop convention: the input's own pixels of the crop, same
+  header, and the input's CameraInfo with only ``roi`` and ``binning`` set (``K``, ``P``,
+  ``width``, ``height`` stay the full calibration's: image_geometry shifts by the ROI).
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
-from sensor_msgs.msg import CameraInfo, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 
+from skd_saliency_ros.core.crops import Crop, crop_camera_info
 from skd_saliency_ros.core.maps import upsample
 from skd_saliency_ros.core.peaks import BearingError, find_peaks, pixels_to_bearings
-from skd_saliency_ros.ros.image_io import numpy_to_image
+from skd_saliency_ros.ros.image_io import image_to_numpy, numpy_to_image
 from skd_saliency_ros.ros.params import OutputSettings
 
 
@@ -125,18 +130,40 @@ def bearings_or_reason(peaks, info, width: int, height: int):
     if info is None:
         return None, None
     if not info_fits(info, width, height):
-        return None, (f"CameraInfo is for {info.width}x{info.height} images, the image is "
-                      f"{width}x{height}")
+        return None, _size_mismatch(info, width, height)
     try:
         rays = pixels_to_bearings([[p.x, p.y] for p in peaks], np.asarray(info.k),
                                   np.asarray(info.d), info.distortion_model)
     except BearingError as exc:
         return None, str(exc)
-    broken = non_finite_fields(info)
+    broken = _broken_fields(info)
     if broken:
-        return None, (f"CameraInfo has non-finite values in {', '.join(broken)} "
-                      "(a broken calibration file?)")
+        return None, broken
     return rays, None
+
+
+def _size_mismatch(info, width: int, height: int) -> str:
+    return (f"CameraInfo is for {info.width}x{info.height} images, the image is "
+            f"{width}x{height}")
+
+
+def _broken_fields(info) -> Optional[str]:
+    broken = non_finite_fields(info)
+    return (f"CameraInfo has non-finite values in {', '.join(broken)} (a broken calibration "
+            "file?)") if broken else None
+
+
+def info_problem(info, width: int, height: int) -> Optional[str]:
+    """Why ``info`` is not republished with a width x height image's outputs, or None.
+
+    The one rule of ``~/camera_info`` and ``~/crop/camera_info``: a CameraInfo has arrived,
+    fits the image and holds no NaN or inf.
+    """
+    if info is None:
+        return "no CameraInfo has arrived"
+    if not info_fits(info, width, height):
+        return _size_mismatch(info, width, height)
+    return _broken_fields(info)
 
 
 def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, camera_info,
@@ -149,8 +176,7 @@ def frame_messages(saliency: np.ndarray, image_size: Tuple[int, int], header, ca
                        nms_radius=float(settings.nms_radius),
                        min_score=float(settings.min_score))
     rays, reason = bearings_or_reason(peaks, camera_info, width, height)
-    republish = (camera_info is not None and info_fits(camera_info, width, height)
-                 and not non_finite_fields(camera_info))
+    republish = info_problem(camera_info, width, height) is None
     return FrameMessages(
         saliency_info=scaled_camera_info(camera_info, (width, height), (out_w, out_h),
                                          header) if republish else None,
@@ -184,6 +210,69 @@ def scaled_camera_info(info: CameraInfo, image_size: Tuple[int, int],
     p[1, 3] *= sy
     out.k, out.p = k.reshape(-1).tolist(), p.reshape(-1).tolist()
     return out
+
+
+#: Encodings whose pixels come in cells: (x, y) multiples a crop's corners must fall on.
+#: yuv422 shares one U and V sample between two pixels of a row (image_io's rule: an even
+#: width); a Bayer image is named after its top-left 2x2 cell, so an odd offset would turn
+#: bayer_rggb8 into another pattern under the same name.
+PIXEL_CELLS: Dict[str, Tuple[int, int]] = {
+    **{name: (2, 1) for name in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")},
+    **{name: (2, 2) for name in ("bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")}}
+
+
+def crop_source(msg, rgb: np.ndarray) -> Tuple[np.ndarray, str]:
+    """(pixels, encoding) a crop is cut from: the input's own pixels where there are some.
+
+    A raw Image: its pixels in its own encoding (image_io.image_to_numpy, a view where the
+    layout allows).  A CompressedImage has none but its decoded frame: ``rgb`` as rgb8.
+    """
+    if isinstance(msg, CompressedImage):
+        return rgb, "rgb8"
+    return image_to_numpy(msg), msg.encoding
+
+
+def cell_aligned(crop: Crop, image_size: Tuple[int, int], encoding: str) -> Crop:
+    """Return the smallest crop holding ``crop`` whose corners lie on the encoding's cells.
+
+    Unchanged for encodings of single pixels (PIXEL_CELLS); else the offsets go down and
+    the far edges up to whole cells, the far edge at most to the frame's (a yuv422 frame
+    is an even number of pixels wide, so its crops are too).
+    """
+    cell_x, cell_y = PIXEL_CELLS.get(encoding, (1, 1))
+    width, height = image_size
+    x0, y0 = crop.x_offset - crop.x_offset % cell_x, crop.y_offset - crop.y_offset % cell_y
+    x1 = min(width, -(-(crop.x_offset + crop.width) // cell_x) * cell_x)
+    y1 = min(height, -(-(crop.y_offset + crop.height) // cell_y) * cell_y)
+    return Crop(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0)
+
+
+def crop_image(pixels: np.ndarray, encoding: str, crop: Crop, header) -> Image:
+    """``~/crop/image``: the crop's pixels, unconverted, with the input's header."""
+    part = pixels[crop.y_offset:crop.y_offset + crop.height,
+                  crop.x_offset:crop.x_offset + crop.width]
+    return numpy_to_image(part, encoding, header)
+
+
+def crop_info(info: CameraInfo, crop: Crop, image_size: Tuple[int, int],
+              header) -> CameraInfo:
+    """``~/crop/camera_info``: ``info`` copied, ``roi`` and ``binning`` as crop_decimate sets.
+
+    The fields come from core.crops.crop_camera_info; everything else, K and P included, is
+    the input's (image_geometry applies the ROI shift; docs/CROPS.md).
+    """
+    roi = info.roi
+    fields = crop_camera_info(crop, image_size, (info.binning_x, info.binning_y),
+                              (roi.x_offset, roi.y_offset, roi.width, roi.height),
+                              roi.do_rectify)
+    return CameraInfo(
+        header=header, height=info.height, width=info.width,
+        distortion_model=info.distortion_model, d=list(info.d), k=list(info.k),
+        r=list(info.r), p=list(info.p), binning_x=fields.binning_x,
+        binning_y=fields.binning_y,
+        roi=RegionOfInterest(x_offset=fields.roi_x_offset, y_offset=fields.roi_y_offset,
+                             width=fields.roi_width, height=fields.roi_height,
+                             do_rectify=fields.roi_do_rectify))
 
 
 def target_msg(header, ray: np.ndarray) -> Vector3Stamped:

@@ -284,6 +284,17 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("max_input_pixels", 16777216,
               "Images with more pixels than this are rejected as invalid (guards memory and "
               "latency; default 4096 x 4096).", False, range=(1, 1 << 30)),
+    ParamSpec("crop_enable", False,
+              "true: publish the attention crop on ~/crop/image (the input pixels around the "
+              "strongest peak, full resolution, the input's encoding; with transport "
+              "compressed: rgb8 from the decoded frame) and ~/crop/camera_info (the input "
+              "CameraInfo with roi and binning set as image_proc's crop_decimate does; K and P "
+              "stay the full calibration's). Computed only while someone subscribes to one of "
+              "them. docs/CROPS.md.", False),
+    ParamSpec("crop_area_fraction", 0.25,
+              "Share of the input frame's area the attention crop covers, in (0, 1], at the "
+              "frame's aspect ratio (0.25 of 1280x720: 640x360), shifted into the frame at its "
+              "borders.", False, range=(0.0, 1.0), check=_positive_problem),
 )
 
 #: the saliency node's table: its specs and the rules between them
@@ -331,6 +342,8 @@ class Settings:
     max_rate_hz: Tuple[float, ...]
     min_input_size: int
     max_input_pixels: int
+    crop_enable: bool
+    crop_area_fraction: float
 
     @property
     def output(self) -> OutputSettings:
