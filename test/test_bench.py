@@ -266,3 +266,18 @@ def test_teacher_bench_refuses_bad_numbers():
     proc = _cli("bench.teacher", "--teachers", "", "--repeats", "0")
     assert proc.returncode == 2
     assert "python -m bench.teacher: error: --repeats must be >= 1" in proc.stderr
+
+
+def test_node_bench_transport_variants(tmp_path):
+    """--transport: which process gets the SHM profile, and LARGE_DATA with its options."""
+    from bench.node_bench import PROFILE_VARIABLES, SHM_PROFILE, ros_env
+
+    shm = ros_env(tmp_path)
+    assert shm["FASTDDS_DEFAULT_PROFILES_FILE"] == str(SHM_PROFILE)
+    node = ros_env(tmp_path, "camera-default", role="node")
+    camera = ros_env(tmp_path, "camera-default", role="camera")
+    assert node["FASTDDS_DEFAULT_PROFILES_FILE"] == str(SHM_PROFILE)
+    assert not any(name in camera for name in PROFILE_VARIABLES)
+    large = ros_env(tmp_path, "large-data", large_data_options="max_msg_size=4MB")
+    assert not any(name in large for name in PROFILE_VARIABLES)
+    assert large["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA?max_msg_size=4MB"
