@@ -110,6 +110,14 @@ class Client:
         with self.lock:
             self.received[name].append(msg)
 
+    def listen(self, name: str, kind, topic: str) -> None:
+        """Record another topic (reliable, depth 50) under ``name``, like the node's outputs."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.subs[name] = self.node.create_subscription(
+            kind, topic, lambda m, n=name: self._store(n, m), reliable)
+
     def count(self, name: str) -> int:
         """Messages received on output ``name``."""
         with self.lock:
@@ -271,3 +279,22 @@ def model_params() -> List[str]:
         pytest.fail(f"default model {DEFAULT_MODEL} is missing; train it first "
                     "(docs/TRAINING.md)")
     return []
+
+
+def set_parameters(params, **values):
+    """Call SetParameters on the node's service; return (results, values after)."""
+    from rclpy.parameter import Parameter, parameter_value_to_python
+
+    future = params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+    end = time.monotonic() + 30.0
+    while not future.done() and time.monotonic() < end:
+        time.sleep(0.02)
+    assert future.done(), "set_parameters timed out"
+    results = future.result().results
+    got = params.get_parameters(list(values))
+    end = time.monotonic() + 30.0
+    while not got.done() and time.monotonic() < end:
+        time.sleep(0.02)
+    current = {k: parameter_value_to_python(v)
+               for k, v in zip(values, got.result().values)}
+    return results, current

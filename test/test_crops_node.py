@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from node_harness import (Client, NodeProcess, camera_info, make_image, model_params, node_env,
-                          read_frames, stamp_of)
-from test_node import _set
+                          read_frames, set_parameters, stamp_of)
 
 FRAME_ID = "car10_optical"
 NS = "/saliency_node"
@@ -27,14 +26,10 @@ TIMEOUT_S = 60.0  # generous: the machine is shared with training runs
 
 def _listen_to_crops(client: Client, ns: str = NS) -> None:
     """Record ``<ns>/crop/image`` and ``<ns>/crop/camera_info`` as crop_image / crop_info."""
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
-    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    for name, kind, topic in (("crop_image", Image, "crop/image"),
-                              ("crop_info", CameraInfo, "crop/camera_info")):
-        client.subs[name] = client.node.create_subscription(
-            kind, f"{ns}/{topic}", lambda m, n=name: client._store(n, m), reliable)
+    client.listen("crop_image", Image, f"{ns}/crop/image")
+    client.listen("crop_info", CameraInfo, f"{ns}/crop/camera_info")
 
 
 def _wait_until(condition, what: str, node: NodeProcess, timeout: float = TIMEOUT_S) -> None:
@@ -93,11 +88,11 @@ def _enable_crops_refusing_bad_fractions(client: Client):
     params = AsyncParameterClient(client.node, NS)
     assert params.wait_for_services(timeout_sec=30.0)
     for bad in (0.0, 1.5, math.nan):
-        results, current = _set(params, crop_area_fraction=bad)
+        results, current = set_parameters(params, crop_area_fraction=bad)
         assert not results[0].successful, f"crop_area_fraction={bad} was accepted"
         assert "crop_area_fraction" in results[0].reason, results[0].reason
         assert current["crop_area_fraction"] == 0.25
-    results, current = _set(params, crop_enable=True)
+    results, current = set_parameters(params, crop_enable=True)
     assert results[0].successful and current["crop_enable"] is True, results[0].reason
     return params
 
@@ -144,7 +139,7 @@ def test_crops_off_by_default_then_on_at_run_time(ros_env, shared_data):
             _check_crop(client, msg, frames[k], info, 0.25)
         assert stamp_of(no_info) not in client.by_stamp("crop_info")
 
-        results, _ = _set(params, crop_area_fraction=0.1)
+        results, _ = set_parameters(params, crop_area_fraction=0.1)
         assert results[0].successful, results[0].reason
         for k in range(6, 8):
             msg = image(k)

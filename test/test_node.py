@@ -15,7 +15,7 @@ import pytest
 
 from node_harness import (REPO_ROOT, Client, NodeProcess, camera_info, default_output_size,
                           image_to_array, make_image, model_params, node_env, read_frames,
-                          stamp_of)
+                          set_parameters, stamp_of)
 
 FRAME_ID = "uav_camera_optical"
 PERIOD_S = 0.1  # 10 Hz, the frame rate of the UAV123@10fps clips
@@ -177,25 +177,6 @@ def test_reset_rules(ros_env, shared_data, person11):
         assert node.stop() == 0, node.output[-3000:]
 
 
-def _set(params, **values):
-    """Call SetParameters on the node's service; return (results, values after)."""
-    from rclpy.parameter import Parameter, parameter_value_to_python
-
-    future = params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
-    end = time.monotonic() + 30.0
-    while not future.done() and time.monotonic() < end:
-        time.sleep(0.02)
-    assert future.done(), "set_parameters timed out"
-    results = future.result().results
-    got = params.get_parameters(list(values))
-    end = time.monotonic() + 30.0
-    while not got.done() and time.monotonic() < end:
-        time.sleep(0.02)
-    current = {k: parameter_value_to_python(v)
-               for k, v in zip(values, got.result().values)}
-    return results, current
-
-
 def _wait(future, what):
     end = time.monotonic() + 30.0
     while not future.done() and time.monotonic() < end:
@@ -236,18 +217,19 @@ def test_runtime_parameters(ros_env, person11):
             "qos_reliability": "reliable", "max_input_pixels": 10,
         }
         for name, value in rejected.items():
-            results, current = _set(params, **{name: value})
+            results, current = set_parameters(params, **{name: value})
             assert not results[0].successful, f"{name}={value!r} was accepted"
             assert results[0].reason, f"{name}={value!r} refused without a reason"
             assert current[name] != value, f"{name} changed although refused"
-        results, _ = _set(params, max_input_pixels=10)
+        results, _ = set_parameters(params, max_input_pixels=10)
         assert "min_input_size" in results[0].reason
 
-        results, _ = _set(params, use_sim_time=False)  # rclpy's own parameters stay settable
+        # rclpy's own parameters stay settable
+        results, _ = set_parameters(params, use_sim_time=False)
         assert results[0].successful, results[0].reason
-        results, current = _set(params, top_k=2, min_score=0.1,
-                                nms_radius=0.05, overlay_alpha=0.8, output_scale=0.5,
-                                max_gap_s=5.0)
+        results, current = set_parameters(params, top_k=2, min_score=0.1,
+                                          nms_radius=0.05, overlay_alpha=0.8, output_scale=0.5,
+                                          max_gap_s=5.0)
         assert all(r.successful for r in results), [r.reason for r in results]
         assert current == {"top_k": 2, "min_score": 0.1, "nms_radius": 0.05,
                            "overlay_alpha": 0.8, "output_scale": 0.5, "max_gap_s": 5.0}
