@@ -364,7 +364,7 @@ def doc_section(result: Dict[str, Any]) -> str:
 
 
 def _transport_words(meta: Dict[str, Any]) -> str:
-    """The run's Fast DDS transport in words (runs before --transport existed: the profile)."""
+    """Say the run's Fast DDS transport in words (runs before --transport had the profile)."""
     transport = meta.get("transport", "shm")
     if transport == "shm":
         return f"every process with {meta['fastdds_profile']}"

@@ -47,7 +47,7 @@ def test_the_checker_sees_a_long_function(tmp_path):
 
 
 def test_saliency_node_is_thin():
-    """SaliencyNode stays under 250 lines: lifecycle and wiring only."""
+    """The SaliencyNode class stays under 250 lines: lifecycle and wiring only."""
     tree = ast.parse((REPO / "skd_saliency_ros/ros/node.py").read_text(encoding="utf-8"))
     (node,) = [c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "SaliencyNode"]
     assert node.end_lineno - node.lineno + 1 < MAX_NODE_CLASS_LINES
