@@ -266,6 +266,19 @@ def run_node_to_exit(env: Dict[str, str], model_path, timeout: float = 120.0):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def assert_refused_at_start(env: Dict[str, str], params: Sequence[str], needle: str) -> None:
+    """Start the node with ``params``: it must exit 1 with one error line naming ``needle``."""
+    node = NodeProcess(env, params=list(params))
+    try:
+        node.proc.wait(timeout=120)
+    finally:
+        code = node.stop()
+    assert code == 1, node.output
+    errors = [line for line in node.output.splitlines() if "FATAL" in line or "ERROR" in line]
+    assert len(errors) == 1 and needle in errors[0], node.output
+    assert "Traceback" not in node.output
+
+
 def model_params() -> List[str]:
     """Return the parameter overrides that select the model (none: the trained default).
 

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from node_harness import (Client, NodeProcess, camera_info, make_image, model_params, node_env,
-                          read_frames, set_parameters, stamp_of)
+from node_harness import (Client, NodeProcess, assert_refused_at_start, camera_info, make_image,
+                          model_params, node_env, read_frames, set_parameters, stamp_of)
 
 FRAME_ID = "car10_optical"
 NS = "/saliency_node"
@@ -255,12 +255,5 @@ def test_crop_of_paired_pixel_encodings_keeps_whole_cells(shared_data):
 @pytest.mark.parametrize("value", ["0.0", "1.5", ".nan"])
 def test_bad_crop_area_fraction_stops_the_node_at_start(ros_env, value):
     """crop_area_fraction outside (0, 1] in the params: one error line naming it, exit 1."""
-    node = NodeProcess(node_env(ros_env), params=[f"crop_area_fraction:={value}"])
-    try:
-        node.proc.wait(timeout=120)
-    finally:
-        code = node.stop()
-    assert code == 1, node.output
-    errors = [line for line in node.output.splitlines() if "FATAL" in line or "ERROR" in line]
-    assert len(errors) == 1 and "crop_area_fraction" in errors[0], node.output
-    assert "Traceback" not in node.output
+    assert_refused_at_start(node_env(ros_env), [f"crop_area_fraction:={value}"],
+                            "crop_area_fraction")

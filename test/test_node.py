@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from node_harness import (REPO_ROOT, Client, NodeProcess, camera_info, default_output_size,
-                          image_to_array, make_image, model_params, node_env, read_frames,
-                          set_parameters, stamp_of)
+from node_harness import (REPO_ROOT, Client, NodeProcess, assert_refused_at_start, camera_info,
+                          default_output_size, image_to_array, make_image, model_params,
+                          node_env, read_frames, set_parameters, stamp_of)
 
 FRAME_ID = "uav_camera_optical"
 PERIOD_S = 0.1  # 10 Hz, the frame rate of the UAV123@10fps clips
@@ -293,15 +293,7 @@ def test_bad_model_stops_node(ros_env, tmp_path, problem):
     path = tmp_path / "model.pt"
     if problem == "not_a_checkpoint":
         path.write_text("this is not a model\n")
-    node = NodeProcess(node_env(ros_env), params=[f"model_path:={path}"])
-    try:
-        node.proc.wait(timeout=120)
-    finally:
-        code = node.stop()
-    assert code == 1, node.output
-    errors = [line for line in node.output.splitlines() if "FATAL" in line or "ERROR" in line]
-    assert len(errors) == 1 and str(path) in errors[0], node.output
-    assert "Traceback" not in node.output
+    assert_refused_at_start(node_env(ros_env), [f"model_path:={path}"], str(path))
 
 
 def test_compressed_transport_answers_real_jpeg_frames(ros_env, shared_data):
