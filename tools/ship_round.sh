@@ -18,11 +18,11 @@ FRAMES+=";uav_unlabeled/UAV123_10fps_group3_2.mp4:60;uav_unlabeled/UAVDT_S0310.m
 FRAMES+=";uav_unlabeled/truck2.mp4:100;uav_unlabeled/DTB70_BMX3.mp4:60"
 FRAMES+=";uav_unlabeled/UAVTrack112_air_conditioning_box1.mp4:300"
 step() { echo "$(date +%T) $*"; }
-step fidelity
+if [[ ${1:-} != --skip-fidelity ]]; then step fidelity
 $PY -m training evaluate --fidelity --models "$M,default" --threads 1 --no-progress \
-    --json $E/ship_fidelity.json --overwrite
+    --json $E/ship_fidelity.json --overwrite; fi
 step group2
-$PY -m training evaluate --models "$M,default,center" --threads 1 --no-progress \
+$PY -m training evaluate --data config/datasets/bundle.yaml --models "$M,default,center" --threads 1 --no-progress \
     --json $E/ship_group2.json --overwrite
 step car10
 $PY -m training evaluate --video $D/car10.mp4 --gaze $D/car10_gaze.npz \
