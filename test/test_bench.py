@@ -157,7 +157,7 @@ def test_node_bench_smoke(tmp_path, fast_checkpoint, shared_data):
     """One short run of both chains at 1280x720 with the real node: summary keys present."""
     out = tmp_path / "node.json"
     proc = _cli("bench.models", "--node", "--sizes", "1280x720", "--node-runs", "1",
-                "--node-warmup", "1", "--node-duration", "2", "--node-model",
+                "--node-warmup", "0.5", "--node-duration", "1.5", "--node-model",
                 str(fast_checkpoint), "--node-json", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -190,7 +190,7 @@ def test_node_ladder_smoke(tmp_path, fast_checkpoint, shared_data):
     doc, out, plot = tmp_path / "B.md", tmp_path / "l.json", tmp_path / "l.png"
     doc.write_text("# hand-written\n")
     proc = _ladder("--ladder", str(ladder), "--sizes", "640x480", "--node-runs", "1",
-                   "--node-warmup", "1", "--node-duration", "2", "--node-model",
+                   "--node-warmup", "0.5", "--node-duration", "1.5", "--node-model",
                    str(fast_checkpoint), "--json", str(out), "--doc", str(doc), "--plot",
                    str(plot), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -221,11 +221,11 @@ def test_architecture_doc_in_sync():
 
 
 def test_soak_smoke_two_cameras(tmp_path, fast_checkpoint, shared_data):
-    """A 12-second soak with one and two cameras: RSS sampled, frames answered, doc written."""
+    """A 6-second soak with one and two cameras: RSS sampled, frames answered, doc written."""
     out, doc = tmp_path / "soak.json", tmp_path / "RELIABILITY.md"
     doc.write_text("# Reliability\n")
-    proc = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0.2",
-                           "--cameras", "1,2", "--sample-s", "3", "--model",
+    proc = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0.1",
+                           "--cameras", "1,2", "--sample-s", "1", "--model",
                            str(fast_checkpoint), "--json", str(out), "--doc", str(doc)],
                           cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
                           timeout=300)
