@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.fidelity import (FIDELITY_LONG_SIDE, FidelityError, fidelity_grid,
+from training.fidelity import (FIDELITY_LONG_SIDE, FidelityError, even_frames, fidelity_grid,
                                gap_to_ceiling, score_clip, score_clips)
 
 CLIP = "wakeboard7"
@@ -135,6 +135,21 @@ def test_ceiling_maps_differ_and_have_their_own_cache_file(labelled):
     assert diff.mean() > 1.0 and (diff > 20).mean() > 0.01  # other maps, not rounding
     res = score_clip(shrunk, plain)
     assert 0.5 < res["cc"] < 0.999  # the same teacher on fewer pixels: close, not equal
+
+
+def test_even_frames_spread_over_the_clip():
+    """N frames from first to last, evenly; every frame when N is None or too many."""
+    assert even_frames(81, 8).tolist() == [0, 11, 23, 34, 46, 57, 69, 80]
+    assert even_frames(5, 1).tolist() == [0]
+    assert even_frames(5, 2).tolist() == [0, 4]
+    assert even_frames(7, None).tolist() == even_frames(7, 7).tolist() == list(range(7))
+    assert even_frames(3, 10).tolist() == [0, 1, 2]
+    picked = even_frames(437, 64)
+    assert len(picked) == 64 and np.all(np.diff(picked) >= 6) and picked[-1] == 436
+    with pytest.raises(FidelityError, match=">= 1"):
+        even_frames(10, 0)
+    with pytest.raises(FidelityError, match="none to score"):
+        even_frames(0, 4)
 
 
 def run_cli(*args, cwd):

@@ -8,6 +8,7 @@ and the error paths (output in the way, wrong checkpoint, corrupt video, bad gaz
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -419,6 +420,124 @@ def test_evaluate_and_transfer_never_write_onto_their_inputs(students, shared_da
                  str(students["temporal"]), "--overwrite",
                  *_common(shared_data, cache, spatial)]) == 2
     assert "--spatial" in capsys.readouterr().err and spatial.read_bytes() == weights
+
+
+# --------------------------------------------------------------------------- fidelity
+FIDELITY_CLIP = "DTB70_MountainBike6"   # 81 frames; held out of the manifest's training
+FIDELITY_TEACHER = "spectral-residual"  # cheap to label; the fidelity reference here
+
+
+def _manifest(shared_data: Path, path: Path, fidelity: bool = True) -> Path:
+    """Write a manifest of _common's sources (car10, wakeboard7; group2) + one fidelity clip."""
+    text = f"""name: fidelity-test
+train:
+  - video: {shared_data}/uav_gaze/car10.mp4
+    gaze: {shared_data}/uav_gaze/car10_gaze.npz
+  - video: {shared_data}/uav_unlabeled/wakeboard7.mp4
+val:
+  - video: {shared_data}/uav_gaze/group2.mp4
+    gaze: {shared_data}/uav_gaze/group2_gaze.npz
+"""
+    if fidelity:
+        text += f"fidelity:\n  - video: {shared_data}/uav_unlabeled/{FIDELITY_CLIP}.mp4\n"
+    path.write_text(text)
+    return path
+
+
+def _evaluate_fidelity(checkpoint: Path, manifest: Path, cache: Path, frames=None):
+    """Score a checkpoint with evaluate --fidelity's functions; on ``frames`` of the clip."""
+    import argparse
+
+    from training import evaluate
+    from training.fidelity import score_clips
+    from training.teachers import get_teacher
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    args = parser.parse_args(["--fidelity", "--data", str(manifest), "--cache-dir", str(cache),
+                              "--teacher", FIDELITY_TEACHER, "--no-progress"])
+    source = evaluate._fidelity_clips(args).fidelity[0]
+    _, maps = evaluate.resolve_model(evaluate._Context(args, source=source), str(checkpoint))
+    student = np.stack([m for _, m in maps])
+    reference = evaluate._stored_maps(args, get_teacher(FIDELITY_TEACHER))(source)
+    keep = slice(None) if frames is None else frames
+    return score_clips([(source.name, student[keep], reference[keep])])
+
+
+def test_val_fidelity_scores_what_evaluate_fidelity_scores(shared_data, cache, tmp_path,
+                                                           capsys):
+    """--val-fidelity: each validation's fidelity equals evaluate --fidelity's on its frames.
+
+    Step 2 (8 frames spread over the clip) is checked on the resume state it leaves, the
+    final validation (every frame) on the checkpoint; the log, history and curves carry it.
+    """
+    from training.datasets import VideoSource, ensure_cache
+    from training.fidelity import even_frames
+    from training.recipe import stored_config
+    from training.teachers import get_teacher
+
+    manifest = _manifest(shared_data, tmp_path / "m.yaml")
+    clip = VideoSource(shared_data / "uav_unlabeled" / f"{FIDELITY_CLIP}.mp4")
+    ensure_cache(clip, [R], [get_teacher(FIDELITY_TEACHER)], cache, progress=False)
+    out = tmp_path / "fid.pt"
+    args = ["transfer", "--from-scratch", *_common(shared_data, cache, out), "--data",
+            str(manifest), "--val-fidelity", "--val-fidelity-frames", "8",
+            "--val-fidelity-teacher", FIDELITY_TEACHER]
+    assert main([*args, "--stop-after", "2"]) == 0
+    logged = capsys.readouterr().out
+    assert re.search(r"^step 2: group2 NSS [\d.]+ CC -?[\d.]+ fidelity CC -?[\d.]+ KLD [\d.]+$",
+                     logged, re.M), logged
+    state = tmp_path / "fid.resume.pt"
+    early = json.loads(read_checkpoint(state)["extra"]["history"])["val"][0]
+    frames = even_frames(clip.n_frames, 8)
+    assert early["step"] == 2 and len(frames) == 8 and frames[-1] == clip.n_frames - 1
+    expected = _evaluate_fidelity(state, manifest, cache, frames)["mean"]
+    assert main([*args, "--resume"]) == 0
+    assert "KLD" in capsys.readouterr().out.splitlines()[-1]
+    history = json.loads((tmp_path / "fid.history.json").read_text())["history"]["val"]
+    final = _evaluate_fidelity(out, manifest, cache)["mean"]
+    assert [h["step"] for h in history] == [2, 4] and history[1]["full"]
+    for got, want, n in ((history[0]["fidelity"], expected, 8),
+                         (history[1]["fidelity"], final, clip.n_frames)):
+        assert got["n_frames"] == want["n_frames"] == n and got["teacher"] == FIDELITY_TEACHER
+        for key in ("cc", "kld", "nss_peaks"):
+            assert np.isfinite(got[key])
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
+    assert history[0]["fidelity"]["cc"] != history[1]["fidelity"]["cc"]
+    payload = read_checkpoint(out)
+    assert payload["meta"]["validation"]["fidelity"]["cc"] == history[1]["fidelity"]["cc"]
+    config = stored_config(payload)
+    assert (config["val_fidelity"], config["val_fidelity_frames"]) == (True, 8)
+    assert (tmp_path / "fid.curves.png").stat().st_size > 1000
+    # a config stored before the options existed reads back as validated without fidelity
+    for key in ("val_fidelity", "val_fidelity_frames", "val_fidelity_teacher"):
+        payload["meta"]["config"].pop(key)
+    assert stored_config(payload)["val_fidelity"] is False
+
+
+def test_val_fidelity_refuses_before_training(shared_data, tmp_path, capsys):
+    """No fidelity split, teacher maps not cached, stray options: one line, nothing trained."""
+    cache = tmp_path / "empty_cache"
+    out = tmp_path / "x.pt"
+    base = ["transfer", "--from-scratch", *_common(shared_data, cache, out)]
+    bare = _manifest(shared_data, tmp_path / "bare.yaml", fidelity=False)
+    assert main([*base, "--data", str(bare), "--val-fidelity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bare.yaml has no fidelity: split" in err and len(err.splitlines()) == 1
+    manifest = _manifest(shared_data, tmp_path / "m.yaml")
+    assert main([*base, "--data", str(manifest), "--val-fidelity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "the tinyhd-m maps of 1 of the 1 fidelity clip(s) are not in the cache" in err
+    assert f"{FIDELITY_CLIP} (0 of 81 frames)" in err and "teach --data" in err
+    # refused before any training source was labelled: nothing was cached, nothing written
+    assert not cache.exists() or not any(cache.rglob("teacher-*"))
+    assert not out.exists() and not (tmp_path / "x.resume.pt").exists()
+    assert main([*base, "--val-fidelity-frames", "8"]) == 2
+    assert "--val-fidelity-frames needs --val-fidelity" in capsys.readouterr().err
+    assert main([*base, "--data", str(manifest), "--val-fidelity",
+                 "--val-fidelity-frames", "0"]) == 2
+    assert "--val-fidelity-frames must be >= 1" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- recipe, layouts

@@ -61,6 +61,7 @@ FIDELITY_MODELS = "default"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m training evaluate``."""
+    from .fidelity import DEFAULT_TEACHER
     from .paths import default_cache_dir, default_data_dir
     from .teachers import DEFAULT_SPATIAL, DEFAULT_TEMPORAL
 
@@ -79,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score how closely each model copies --teacher on the fidelity: "
                              "clips of --data (default: the bundle's 8 held-out clips), next to "
                              "the ceiling <teacher>@R (training/fidelity.py)")
-    parser.add_argument("--teacher", default="tinyhd-m",
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER,
                         help="--fidelity: the teacher copied, whose cached maps are the "
                              "reference (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")

@@ -23,6 +23,10 @@ both maps first area-resized to the fidelity grid):
 
 Each is averaged over the frames of a clip, then over clips (each clip once,
 ``core.metrics.mean_over_sources``).
+
+``transfer`` / ``distill --val-fidelity`` score the model being trained the same way at every
+validation step (training/trainer.py ``validate_fidelity``: the maps of ``predict_maps``,
+the scores of :func:`score_clips`), on every frame or on :func:`even_frames` of each clip.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ FIDELITY_LONG_SIDE = 80
 #: the 3,600 pixels of an 80 x 45 grid).
 PEAK_PERCENTILE = 99.0
 FIDELITY_KEYS = ("cc", "kld", "nss_peaks")
+#: The teacher copied when none is named: ``evaluate --fidelity --teacher`` and the trainer's
+#: ``--val-fidelity-teacher`` (the teacher of the shipped recipe).
+DEFAULT_TEACHER = "tinyhd-m"
 
 
 class FidelityError(SkdError, ValueError):
@@ -65,6 +72,22 @@ def to_grid(saliency: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
     """One map (any size, any real dtype) -> float32 (h, w) at ``grid``, area interpolation."""
     return cv2.resize(np.asarray(saliency, np.float32), tuple(int(v) for v in grid),
                       interpolation=cv2.INTER_AREA)
+
+
+def even_frames(n_frames: int, count: Optional[int] = None) -> np.ndarray:
+    """Return ``count`` frame indices spread evenly over ``n_frames``, first and last among them.
+
+    Every frame when ``count`` is None or not below ``n_frames``.  Evenly rather than the first
+    ``count``: a clip's scenes change along it, and a prefix would score only its opening.
+    """
+    n = int(n_frames)
+    if n < 1:
+        raise FidelityError(f"a clip of {n} frames has none to score")
+    if count is None or int(count) >= n:
+        return np.arange(n, dtype=np.int64)
+    if int(count) < 1:
+        raise FidelityError(f"the number of frames to score must be >= 1, got {count}")
+    return np.unique(np.round(np.linspace(0, n - 1, int(count))).astype(np.int64))
 
 
 def teacher_peaks(teacher: np.ndarray) -> np.ndarray:

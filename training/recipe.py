@@ -85,6 +85,11 @@ class TrainConfig(Recipe):
     progress: bool
     spatial: Optional[str] = None      # transfer: the student checkpoints it starts from
     temporal: Optional[str] = None
+    # Also validate on fidelity to the teacher on the manifest's fidelity: clips (trainer.py);
+    # None: every frame of each clip / training/fidelity.py DEFAULT_TEACHER.
+    val_fidelity: bool = False
+    val_fidelity_frames: Optional[int] = None
+    val_fidelity_teacher: Optional[str] = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kind: str, **resolved: Any) -> "TrainConfig":
@@ -112,7 +117,8 @@ FLAT_META_FIELDS = ("kind", "arch", "resolution", "lam", "loss", "cc_weight", "n
 FLAT_META_NAMES = {"lam": "lambda", "world": "world_size"}
 # What a checkpoint written before an option existed was trained with.
 IMPLIED_BEFORE = {"lr_schedule": "constant", "loss": "l2", "cc_weight": 0.0,
-                  "nss_weight": 0.0, "autocast": "none"}
+                  "nss_weight": 0.0, "autocast": "none", "val_fidelity": False,
+                  "val_fidelity_frames": None, "val_fidelity_teacher": None}
 
 
 def stored_config(payload: Dict[str, Any]) -> Dict[str, Any]:

@@ -17,6 +17,9 @@ One loop, so both steps get the same guarantees:
   reported, with their mean) with ``metrics.score_sequence`` every
   ``--val-every`` steps and at the end; the final model is the *last* step, never the
   best-on-validation one, so the validation numbers stay honest;
+* with ``--val-fidelity``, each validation also scores fidelity to the teacher on the
+  manifest's held-out ``fidelity:`` clips, the way ``evaluate --fidelity`` does
+  (``validate_fidelity``): gaze on one video cannot choose the training length, fidelity can;
 * a loss / metric curve PNG and a JSON history beside the output;
 * DistributedDataParallel when launched by ``torchrun`` (gloo on CPU, NCCL on CUDA): the
   global batch is split across processes and only rank 0 validates and writes files.
@@ -43,6 +46,7 @@ from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from skd_saliency_ros.core.models import ARCHITECTURES, count_parameters, with_output
 
+from .fidelity import DEFAULT_TEACHER as DEFAULT_FIDELITY_TEACHER
 from .losses import LOSSES, OUTPUT_OF_LOSS, distillation_loss, make_criterion
 from .predict import predict_maps
 from .recipe import SHIPPED_RECIPE, Recipe, TrainConfig, stored_config
@@ -91,6 +95,18 @@ def _add_data_arguments(g, recipe: Recipe) -> None:
                    help="use at most this many frames of each validation source")
     g.add_argument("--val-stride", type=int, default=4,
                    help="validate on every n-th frame during training (default 4)")
+    g.add_argument("--val-fidelity", action="store_true",
+                   help="at every validation also score fidelity to the teacher (CC, KLD, "
+                        "NSS at its peaks) on the manifest's fidelity: clips, as evaluate "
+                        "--fidelity does; needs the teacher's maps of those clips in the "
+                        "cache (python -m training teach --split fidelity)")
+    g.add_argument("--val-fidelity-frames", type=int, default=None, metavar="N",
+                   help="with --val-fidelity: score N frames spread evenly over each clip at "
+                        "the validations during training (default: every frame; the final "
+                        "validation always scores every frame)")
+    g.add_argument("--val-fidelity-teacher", default=None, metavar="SPEC",
+                   help="with --val-fidelity: the teacher whose cached maps are the reference "
+                        f"(default: {DEFAULT_FIDELITY_TEACHER}, evaluate --fidelity's)")
     g.add_argument("--spatial-teacher", default=recipe.spatial_teacher,
                    help="spatial teacher spec (default: %(default)s)")
     g.add_argument("--temporal-teacher", default=recipe.temporal_teacher,
@@ -224,6 +240,16 @@ class ValSource:
 
 
 @dataclass
+class FidelityClip:
+    """One held-out fidelity clip: its frames at R and its teacher's cached maps."""
+
+    name: str
+    frames: np.ndarray            # (N, R, R, 3) uint8
+    reference: np.ndarray         # (N, h, w) uint8: the teacher on the full frames
+    indices: np.ndarray           # the frames scored during training (--val-fidelity-frames)
+
+
+@dataclass
 class TrainData:
     """Everything the loop needs: sample list, validation sources, a data summary."""
 
@@ -231,6 +257,8 @@ class TrainData:
     samples: List[tuple]          # (dataset index, item index)
     val: List[ValSource]
     summary: Dict[str, Any] = field(default_factory=dict)
+    fidelity: List[FidelityClip] = field(default_factory=list)   # empty: no --val-fidelity
+    fidelity_teacher: Optional[str] = None                       # the reference's name
 
     @property
     def val_name(self) -> str:
@@ -266,26 +294,22 @@ def load_data(config: TrainConfig, teacher_specs: Sequence[str],
     from .teachers import get_teacher
 
     manifest = load_manifest(getattr(config, "data", None), config.data_dir)
-    train_sources = list(manifest.train)
-    if config.train_sources:
-        wanted = [n.strip() for n in config.train_sources.split(",") if n.strip()]
-        known = {source_name(s): s for s in train_sources}
-        missing = [n for n in wanted if n not in known]
-        if missing:
-            raise TrainingError(f"--train-sources: unknown source(s) {', '.join(missing)}; "
-                                f"the training split of {manifest.path} has "
-                                f"{', '.join(sorted(known))}")
-        train_sources = [known[n] for n in wanted]
+    train_sources = _train_sources(config, manifest)
+    fidelity_spec = fidelity_teacher_spec(config)
     # One teacher may serve both roles (a video-saliency model such as TinyHD): build it once.
     # (each build hashes the model file and opens its session: never twice for one spec)
-    built = {spec: get_teacher(spec) for spec in dict.fromkeys([*teacher_specs, *soft_specs])}
+    built = {spec: get_teacher(spec) for spec in dict.fromkeys(
+        [*teacher_specs, *soft_specs, *([fidelity_spec] if fidelity_spec else [])])}
+    # refused (missing teacher maps, no fidelity split) before any training frame is labelled
+    fidelity = _load_fidelity(config, manifest, built.get(fidelity_spec), progress)
     teachers = [built[spec] for spec in dict.fromkeys(teacher_specs)]
     soft_names = list(dict.fromkeys(built[spec].name for spec in soft_specs))
 
     datasets, samples = [], []
     summary: Dict[str, Any] = {"manifest": {"path": str(manifest.path), "name": manifest.name,
                                             "sha1": manifest.content_hash},
-                               "train": [], "val": []}
+                               "train": [], "val": [], **_fidelity_summary(fidelity, built,
+                                                                           fidelity_spec)}
     if gaze_only:  # hard loss only: sequences without gaze contribute nothing
         train_sources = [s for s in train_sources if getattr(s, "gaze_path", None)]
     for source in train_sources:
@@ -309,7 +333,78 @@ def load_data(config: TrainConfig, teacher_specs: Sequence[str],
             "hard-loss training (lambda 0) needs sequences with gaze, and none was selected"
             if gaze_only else "the selected sequences are empty"))
 
-    return TrainData(datasets, samples, _load_val(config, manifest, summary, progress), summary)
+    return TrainData(datasets, samples, _load_val(config, manifest, summary, progress), summary,
+                     fidelity, built[fidelity_spec].name if fidelity_spec else None)
+
+
+def _train_sources(config: TrainConfig, manifest) -> List[Any]:
+    """Return the manifest's training split, or its ``--train-sources`` subset (checked)."""
+    train_sources = list(manifest.train)
+    if config.train_sources:
+        wanted = [n.strip() for n in config.train_sources.split(",") if n.strip()]
+        known = {source_name(s): s for s in train_sources}
+        missing = [n for n in wanted if n not in known]
+        if missing:
+            raise TrainingError(f"--train-sources: unknown source(s) {', '.join(missing)}; "
+                                f"the training split of {manifest.path} has "
+                                f"{', '.join(sorted(known))}")
+        train_sources = [known[n] for n in wanted]
+    return train_sources
+
+
+def fidelity_teacher_spec(config: TrainConfig) -> Optional[str]:
+    """Return the teacher spec ``--val-fidelity`` scores against (None: not asked)."""
+    if not getattr(config, "val_fidelity", False):
+        return None
+    return getattr(config, "val_fidelity_teacher", None) or DEFAULT_FIDELITY_TEACHER
+
+
+def _load_fidelity(config: TrainConfig, manifest, teacher,
+                   progress: bool) -> List[FidelityClip]:
+    """Frames at R and the teacher's cached maps of every fidelity clip (``--val-fidelity``).
+
+    Refuses a manifest without a ``fidelity:`` split and teacher maps that are missing or
+    cover less than the whole clip: labelling 1,800 frames with TinyHD is ``teach``'s job
+    (minutes), not something to start unasked before a training run.
+    """
+    from .datasets import cached_teacher_maps, prepare_source
+    from .fidelity import even_frames
+
+    if teacher is None:
+        return []
+    if not manifest.fidelity:
+        raise TrainingError(f"--val-fidelity: {manifest.path} has no fidelity: split (held-out "
+                            "clips, docs/TRAINING.md); add one or drop --val-fidelity")
+    stored = {s.name: cached_teacher_maps(s, teacher, config.cache_dir)
+              for s in manifest.fidelity}
+    short = [f"{s.name} ({0 if stored[s.name] is None else len(stored[s.name])} of "
+             f"{s.n_frames} frames)" for s in manifest.fidelity
+             if stored[s.name] is None or len(stored[s.name]) < s.n_frames]
+    if short:
+        data = f" --data {config.data}" if getattr(config, "data", None) else ""
+        raise TrainingError(
+            f"--val-fidelity: the {teacher.name} maps of {len(short)} of the "
+            f"{len(manifest.fidelity)} fidelity clip(s) are not in the cache {config.cache_dir}: "
+            f"{', '.join(short)}; label them first: python -m training teach{data} --split "
+            f"fidelity --teachers {fidelity_teacher_spec(config)} -R {config.resolution} "
+            f"--cache-dir {config.cache_dir}")
+    clips = []
+    for source in manifest.fidelity:
+        frames = prepare_source(source, config.resolution, [], cache_dir=config.cache_dir,
+                                progress=progress).frames
+        clips.append(FidelityClip(source.name, frames, stored[source.name][:source.n_frames],
+                                  even_frames(len(frames), config.val_fidelity_frames)))
+    return clips
+
+
+def _fidelity_summary(clips: List[FidelityClip], built: Dict[str, Any],
+                      spec: Optional[str]) -> Dict[str, Any]:
+    """Return the data summary's ``fidelity`` entry: teacher, clips, frames scored (or {})."""
+    if not clips:
+        return {}
+    return {"fidelity": {"teacher": built[spec].name, "spec": spec, "clips": [
+        {"name": c.name, "frames": int(len(c.frames)), "scored": int(len(c.indices))}
+        for c in clips]}}
 
 
 def _load_val(config: TrainConfig, manifest, summary: Dict[str, Any],
@@ -367,14 +462,63 @@ def validate(model: torch.nn.Module, data: TrainData, device: str, stride: int,
     return out
 
 
+def validate_fidelity(model: torch.nn.Module, data: TrainData, device: str,
+                      full: bool = False) -> Optional[Dict[str, Any]]:
+    """Fidelity to the teacher on the fidelity clips (``--val-fidelity``), else None.
+
+    What ``evaluate --fidelity`` scores for a checkpoint: the maps of ``predict_maps`` (frame
+    t paired with t-1, normalised as the engine does) against the teacher's cached maps, by
+    ``fidelity.score_clips``; on each clip's ``indices`` (``--val-fidelity-frames``), or on
+    every frame when ``full``.  The top-level keys are the mean over the clips (each once).
+    """
+    from .fidelity import score_clips
+
+    if not data.fidelity:
+        return None
+    was_training = model.training
+
+    def clips():
+        for clip in data.fidelity:
+            indices = np.arange(len(clip.frames)) if full else clip.indices
+            maps = predict_maps(model, clip.frames, indices, device=device)
+            yield clip.name, np.stack([m for _, m in maps]), clip.reference[indices]
+
+    result = score_clips(clips())
+    model.train(was_training)
+    return {**result["mean"], "teacher": data.fidelity_teacher, "per_clip": result["per_clip"]}
+
+
+def validate_all(model: torch.nn.Module, data: TrainData, device: str, stride: int,
+                 full: bool = False) -> Optional[Dict[str, Any]]:
+    """Gaze validation (``validate``) with the fidelity scores under ``fidelity`` when asked."""
+    val = validate(model, data, device, stride, full)
+    fidelity = validate_fidelity(model, data, device, full)
+    if fidelity is not None:
+        val = {**(val or {}), "fidelity": fidelity}
+    return val
+
+
+def fidelity_text(val: Dict[str, Any]) -> str:
+    """Return the log line's fidelity part, `` fidelity CC 0.851 KLD 0.210`` (or "")."""
+    if "fidelity" not in val:
+        return ""
+    return f" fidelity CC {val['fidelity']['cc']:.3f} KLD {val['fidelity']['kld']:.3f}"
+
+
 # --------------------------------------------------------------------------- curves
 def write_curves(path: Path, history: Dict[str, list], title: str) -> None:
-    """Loss (raw and smoothed) and validation NSS / CC against the step, as one PNG."""
+    """Loss (raw and smoothed), validation NSS / CC and fidelity against the step, one PNG.
+
+    The fidelity panel (CC left, KLD right) is drawn when any validation has fidelity scores
+    (``--val-fidelity``; a resumed run may have them from some step on only).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fidelity = [h for h in history["val"] if "fidelity" in h]
+    fig, axes = plt.subplots(1, 3 if fidelity else 2, figsize=(16 if fidelity else 11, 4))
+    ax1, ax2 = axes[:2]
     steps = [h["step"] for h in history["train"]]
     loss = np.array([h["loss"] for h in history["train"]], dtype=float)
     if len(loss):
@@ -394,10 +538,26 @@ def write_curves(path: Path, history: Dict[str, list], title: str) -> None:
     ax2.set_xlabel("step")
     ax2.set_ylabel("validation (mean over sources)")
     ax2.legend()
+    if fidelity:
+        _plot_fidelity(axes[2], fidelity)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_fidelity(ax, entries: List[Dict[str, Any]]) -> None:
+    """Fidelity CC (left axis) and KLD (right axis, lower is better) against the step."""
+    steps = [h["step"] for h in entries]
+    ax.plot(steps, [h["fidelity"]["cc"] for h in entries], marker="o", color="C2", label="CC")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"fidelity CC to {entries[-1]['fidelity'].get('teacher')} (mean over clips)")
+    right = ax.twinx()
+    right.plot(steps, [h["fidelity"]["kld"] for h in entries], marker="s", color="C3",
+               label="KLD")
+    right.set_ylabel("fidelity KLD (lower is better)")
+    lines = ax.get_lines() + right.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines])
 
 
 # --------------------------------------------------------------------------- the loop
@@ -510,7 +670,14 @@ def _train(config: TrainConfig, build, data_fn, meta, info: DistInfo) -> int:
 
 
 def _check_run(config: TrainConfig, info: DistInfo) -> None:
-    """Refuse a resolution the nets cannot take and a batch that does not split."""
+    """Refuse a resolution the nets cannot take, a batch that does not split, stray options."""
+    if not config.val_fidelity:
+        for name in ("val_fidelity_frames", "val_fidelity_teacher"):
+            if getattr(config, name) is not None:
+                raise TrainingError(f"--{name.replace('_', '-')} needs --val-fidelity")
+    if config.val_fidelity_frames is not None and config.val_fidelity_frames < 1:
+        raise TrainingError(f"--val-fidelity-frames must be >= 1, got "
+                            f"{config.val_fidelity_frames}")
     if config.resolution % 4 or config.resolution < 8:
         raise TrainingError(f"--resolution must be a multiple of 4 and >= 8, "
                             f"got {config.resolution}")
@@ -599,11 +766,11 @@ def _run_steps(config: TrainConfig, info: DistInfo, trainee: Trainee, order: Bat
         bar.set_postfix(loss=f"{loss:.4f}")
         if info.is_main and config.val_every and step % config.val_every == 0 \
                 and step < config.steps:
-            val = validate(trainee.model, order.data, info.device, config.val_stride)
+            val = validate_all(trainee.model, order.data, info.device, config.val_stride)
             if val:
                 done.history["val"].append({"step": step, **val})
                 bar.write(f"step {step}: {order.data.val_name} NSS {val['nss']:.3f} "
-                          f"CC {val['cc']:.3f}")
+                          f"CC {val['cc']:.3f}{fidelity_text(val)}")
         if info.is_main and (step % config.checkpoint_every == 0 or step == stop_at):
             _save_resume(state_file, trainee, done, done.elapsed_before + time.time() - started,
                          config, info)
@@ -676,7 +843,7 @@ def _load_resume(path: Path, trainee: Trainee, config: TrainConfig, info: DistIn
 
 def _finish(config: TrainConfig, model, data, history, meta, elapsed, info) -> None:
     """Validate on every frame of the validation sources; write checkpoint, curves, history."""
-    val = validate(model, data, info.device, config.val_stride, full=True)
+    val = validate_all(model, data, info.device, config.val_stride, full=True)
     if val:
         history["val"].append({"step": config.steps, "full": True, **val})
     full_meta = {**meta, **config.flat_meta(), "config": config.to_dict()}
@@ -698,7 +865,7 @@ def _finish(config: TrainConfig, model, data, history, meta, elapsed, info) -> N
     msg = f"wrote {config.output} ({elapsed / 60:.1f} min)"
     if val:
         msg += (f"; {data.val_name} NSS {val['nss']:.3f} CC {val['cc']:.3f} "
-                f"AUC-J {val['auc_judd']:.3f}")
+                f"AUC-J {val['auc_judd']:.3f}{fidelity_text(val)}")
     print(msg)
 
 
