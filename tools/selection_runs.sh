@@ -63,13 +63,13 @@ fidelity_run() {  # fidelity_run ID SEED STEPS
     *) echo "unknown candidate $id" >&2; exit 2 ;;
   esac
 }
-fid() {  # fid OUTPUT ARGS...: one run of the fidelity round (bf16 unless told otherwise)
+fid() {  # fid OUTPUT ARGS...: one run of the fidelity round (bf16 unless AUTOCAST says)
   local out=$1; shift
   if [[ -f $out ]]; then echo "have $out"; return; fi
   local resume=()
   [[ -f ${out%.pt}.resume.pt ]] && resume=(--resume)
   echo "$(date +%T) start $out"
-  $PY -m training "${FID[@]}" --autocast bf16 --seed "$seed" --steps "$steps" "$@" \
+  $PY -m training "${FID[@]}" --autocast "${AUTOCAST:-bf16}" --seed "$seed" --steps "$steps" "$@" \
       -o "$out" "${resume[@]}" >> "${out%.pt}.log" 2>&1
   echo "$(date +%T) done $out: $(tail -1 "${out%.pt}.log")"
 }
@@ -83,15 +83,8 @@ ship_run() {  # ship_run R0|R1
     *) echo "unknown shipping run $1" >&2; exit 2 ;;
   esac
 }
-fid32() {  # fid32 OUTPUT ARGS...: fid without autocast
-  local out=$1; shift
-  if [[ -f $out ]]; then echo "have $out"; return; fi
-  local resume=()
-  [[ -f ${out%.pt}.resume.pt ]] && resume=(--resume)
-  echo "$(date +%T) start $out"
-  $PY -m training "${FID[@]}" --autocast none --seed "$seed" --steps "$steps" "$@" \
-      -o "$out" "${resume[@]}" >> "${out%.pt}.log" 2>&1
-  echo "$(date +%T) done $out: $(tail -1 "${out%.pt}.log")"
+fid32() {  # fid32 OUTPUT ARGS...: fid without autocast (float32)
+  AUTOCAST=none fid "$@"
 }
 
 case ${1:-} in
