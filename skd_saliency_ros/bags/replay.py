@@ -40,7 +40,7 @@ from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.ros.engine_params import ENGINE_PARAMS, engine_from
 from skd_saliency_ros.ros.params import (BACKENDS, DEVICES, NODE_PARAMS, OUTPUT_PARAMS,
                                          OutputSettings)
-from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError,
+from skd_saliency_ros.bags.replay_common import (PROG, FrameMatcher, ReplayError, add_scores,
                                                  input_storage, load_sequence_gaze,
                                                  maybe_output_bag)
 from skd_saliency_ros.core.processes import request_stop
@@ -179,7 +179,7 @@ def replay_offline(bag_path: Path, out: Optional[Path], engine, settings: Replay
     stats["fps"] = round(stats["frames"] / elapsed, 2) if elapsed > 0 else None
     stats["output"] = str(out) if out is not None else None
     if gaze is not None:
-        _add_scores(stats, one_pass.maps, gaze, gaze_path)
+        add_scores(stats, one_pass.maps, gaze)
     return stats
 
 
@@ -291,16 +291,6 @@ class _OfflinePass:
                     self.obag.write_raw(f"{self.ns}/{suffix}", msgtype, m.bag_ns, raw)
         if self.matcher is not None:
             self.maps.append((self.matcher(k, stamp), result.saliency))
-
-
-def _add_scores(stats: dict, maps: List[tuple], gaze, gaze_path: Path) -> None:
-    """Score the maps against the gaze with the training evaluate step's function."""
-    from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
-    scored = score_sequence(maps, gaze, EvalProtocol())
-    stats["gaze"] = str(gaze_path)
-    stats["metrics"] = scored["mean"]
-    stats["scored_frames"] = scored["n_frames"]
-    stats["per_frame"] = scored["per_frame"]
 
 
 # --------------------------------------------------------------------------- reporting

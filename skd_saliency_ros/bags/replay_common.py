@@ -90,3 +90,16 @@ def maybe_output_bag(out, overwrite, storage, distro):
         return
     with atomic_bag_path(out, overwrite) as tmp, OutputBag(tmp, storage, distro) as bag:
         yield bag
+
+
+def add_scores(stats: dict, maps: list, gaze) -> None:
+    """Score ``(frame index, map)`` pairs against the gaze (the evaluate step's function).
+
+    Offline and live replay report the same keys: the gaze file, the mean metrics, the
+    number of scored frames and the per-frame scores.
+    """
+    from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
+
+    scored = score_sequence(maps, gaze, EvalProtocol())
+    stats.update(gaze=str(gaze.path), metrics=scored["mean"], scored_frames=scored["n_frames"],
+                 per_frame=scored["per_frame"])

@@ -43,12 +43,9 @@ class _Recorder:
     """Raw subscriptions on the node's outputs; keeps (stamp -> receive time, bytes)."""
 
     def __init__(self, node, ns: str):
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.serialization import deserialize_message
         self._deserialize = deserialize_message
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
+        qos = _reliable_qos(depth=100)
         self.lock = threading.Lock()
         self.received: Dict[str, Dict[int, tuple]] = {}
         self.duplicates: Dict[str, int] = {}
@@ -149,9 +146,10 @@ def _player_node():
         rclpy.try_shutdown(context=context)
 
 
-def _publisher_qos():
+def _reliable_qos(depth: int):
+    """Reliable, volatile, keep-last ``depth``: the bag's publishers and the output recorder."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 
@@ -159,7 +157,7 @@ def _publisher_qos():
 def _publishers(node, bag) -> dict:
     """Return topic -> publisher: /clock, the bag's image topic and its CameraInfo (if any)."""
     from rosgraph_msgs.msg import Clock
-    qos = _publisher_qos()
+    qos = _reliable_qos(depth=10)
     pubs = {"/clock": node.create_publisher(Clock, "/clock", qos),
             bag.image_topic: node.create_publisher(_msg_class(bag.image_type),
                                                    bag.image_topic, qos)}
@@ -281,8 +279,7 @@ def _score_live(stats: dict, saliency: Dict[int, tuple], sent: Dict[int, tuple],
     from sensor_msgs.msg import Image
 
     from skd_saliency_ros.ros.image_io import image_to_numpy
-    from skd_saliency_ros.core.metrics import EvalProtocol, score_sequence
-    from skd_saliency_ros.bags.replay_common import FrameMatcher
+    from skd_saliency_ros.bags.replay_common import FrameMatcher, add_scores
     matcher = FrameMatcher(args.match, gaze)
     maps = []
     for stamp in sorted(sent):
@@ -293,6 +290,4 @@ def _score_live(stats: dict, saliency: Dict[int, tuple], sent: Dict[int, tuple],
         print("saliency_replay: live: no saliency map came back; nothing to score",
               file=sys.stderr)
         return
-    scored = score_sequence(maps, gaze, EvalProtocol())
-    stats.update(gaze=str(gaze.path), metrics=scored["mean"], scored_frames=scored["n_frames"],
-                 per_frame=scored["per_frame"])
+    add_scores(stats, maps, gaze)
