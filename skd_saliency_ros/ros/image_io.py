@@ -85,6 +85,12 @@ SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
 RGB_ENCODINGS = tuple(e for e, layout in _LAYOUTS.items() if layout.to_rgb is not None)
 _YUV422 = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
 _BAYER = ("bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
+#: Encodings whose pixels come in cells: (x, y) multiples a crop's corners must fall on.
+#: yuv422 shares one U and V sample between two pixels of a row (hence its even width); a
+#: Bayer image is named after its top-left 2x2 cell, so an odd offset would turn bayer_rggb8
+#: into another pattern under the same name.
+PIXEL_CELLS: Dict[str, Tuple[int, int]] = {**{name: (2, 1) for name in _YUV422},
+                                           **{name: (2, 2) for name in _BAYER}}
 _HOST_BIGENDIAN = sys.byteorder == "big"
 
 

@@ -40,7 +40,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from skd_saliency_ros.core.crops import Crop, crop_camera_info
 from skd_saliency_ros.core.maps import upsample
 from skd_saliency_ros.core.peaks import BearingError, find_peaks, pixels_to_bearings
-from skd_saliency_ros.ros.image_io import image_to_numpy, numpy_to_image
+from skd_saliency_ros.ros.image_io import PIXEL_CELLS, image_to_numpy, numpy_to_image
 from skd_saliency_ros.ros.params import OutputSettings
 
 
@@ -210,15 +210,6 @@ def scaled_camera_info(info: CameraInfo, image_size: Tuple[int, int],
     p[1, 3] *= sy
     out.k, out.p = k.reshape(-1).tolist(), p.reshape(-1).tolist()
     return out
-
-
-#: Encodings whose pixels come in cells: (x, y) multiples a crop's corners must fall on.
-#: yuv422 shares one U and V sample between two pixels of a row (image_io's rule: an even
-#: width); a Bayer image is named after its top-left 2x2 cell, so an odd offset would turn
-#: bayer_rggb8 into another pattern under the same name.
-PIXEL_CELLS: Dict[str, Tuple[int, int]] = {
-    **{name: (2, 1) for name in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")},
-    **{name: (2, 2) for name in ("bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")}}
 
 
 def crop_source(msg, rgb: np.ndarray) -> Tuple[np.ndarray, str]:
