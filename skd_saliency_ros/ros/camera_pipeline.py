@@ -273,7 +273,8 @@ class CameraPipeline:
         """Publish one frame's outputs and count it; optional outputs only when subscribed."""
         settings = self._settings()
         height, width = frame.rgb.shape[:2]
-        out = frame_messages(result.saliency, (width, height), frame.msg.header, self.info,
+        info = self.info  # the executor may replace it meanwhile: one CameraInfo per frame
+        out = frame_messages(result.saliency, (width, height), frame.msg.header, info,
                              settings.output)
         pubs = self._outputs
         pubs["saliency"].publish(out.saliency)
@@ -289,7 +290,7 @@ class CameraPipeline:
         if pubs["overlay"].get_subscription_count() > 0:
             self._publish_overlay(frame, result, out, settings.overlay_alpha)
         if settings.crop_enable:
-            self._publish_crop(frame, result, settings.crop_area_fraction)
+            self._publish_crop(frame, result, info, settings.crop_area_fraction)
         self._count_output(frame, result.reset_reason)
 
     def _publish_overlay(self, frame: DecodedFrame, result, out, alpha: float) -> None:
@@ -300,7 +301,7 @@ class CameraPipeline:
         blend = overlay_bgr(frame.rgb, full, alpha, out.peak_list)
         self._outputs["overlay"].publish(numpy_to_image(blend, "bgr8", frame.msg.header))
 
-    def _publish_crop(self, frame: DecodedFrame, result, area_fraction: float) -> None:
+    def _publish_crop(self, frame: DecodedFrame, result, info, area_fraction: float) -> None:
         """Publish the attention crop and its CameraInfo, each only when subscribed.
 
         The crop is core.crops.peak_crop's (strongest peak, ``area_fraction`` of the frame),
@@ -327,7 +328,6 @@ class CameraPipeline:
         if want_image:
             image_pub.publish(crop_image(pixels, encoding, crop, header))
         if want_info:
-            info = self.info  # the executor may replace it meanwhile: read it once
             problem = info_problem(info, width, height)
             if problem:
                 topic = self._subscriptions[1].topic_name if self._subscriptions else \
