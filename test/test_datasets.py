@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from skd_saliency_ros.core.engine import resize_area
+from skd_saliency_ros.core.maps import resize_area
 from skd_saliency_ros.core.metrics import METRIC_KEYS
 
 from training import teach

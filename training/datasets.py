@@ -7,7 +7,7 @@ Cache layout (``cache_dir``, default ``training.paths.default_cache_dir()``)::
 
     <cache_dir>/<name>-<sha1 of the video bytes, 12 hex>/
         frames_area2_r<R>.npy            uint8 (N, R, R, 3) RGB frames resized to R x R with
-                                         skd_saliency_ros.core.engine.resize_area
+                                         skd_saliency_ros.core.maps.resize_area
         teacher-<name>-<config sha1, 10 hex>.npy   uint8 (N, h, w) teacher maps * 255
         teacher-<name>-<config sha1, 10 hex>.json  the teacher's config, storage size, N
 
@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
-from skd_saliency_ros.core.engine import resize_area
+from skd_saliency_ros.core.maps import resize_area
 from skd_saliency_ros.core.frames import FrameSource, FrameSourceError
 
 from .paths import default_cache_dir
