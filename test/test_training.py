@@ -135,6 +135,51 @@ def test_distill_transfer_evaluate_end_to_end(students, shared_data, cache, tmp_
     assert (tmp_path / "eval.roc.png").stat().st_size > 1000
 
 
+def test_non_square_input_trains_resumes_and_evaluates(shared_data, cache, tmp_path, capsys):
+    """-R HxW: frames cached at H x W (whole frame, not cropped), a format-2 checkpoint with
+    input_size [H, W], resume keeps the size fixed, evaluate scores the model at its size
+    and reproduces the trainer's own validation."""
+    from training.datasets import VideoSource, prepare_source
+
+    out = tmp_path / "wide.pt"
+    args = ["transfer", "--from-scratch", "--arch", "skd-paper", "--loss", "kld"]
+    common = _common(shared_data, cache, out)
+    common[common.index("-R") + 1] = "16x28"
+    assert main([*args, "--stop-after", "2", *common]) == 0
+    square = list(common)
+    square[square.index("-R") + 1] = str(R)
+    assert main([*args, "--resume", *square]) == 2
+    assert "trained at input 16x28, but 16 was requested" in capsys.readouterr().err
+    assert main([*args, "--resume", *common]) == 0
+    payload = read_checkpoint(out)
+    assert payload["format_version"] == 2 and "resolution" not in payload
+    assert payload["input_size"] == [16, 28]
+    assert payload["meta"]["config"]["resolution"] == "16x28"
+    car10 = VideoSource(shared_data / "uav_gaze" / "car10.mp4")
+    frames = prepare_source(car10, "16x28", [], cache_dir=cache, max_frames=FRAMES,
+                            progress=False).frames
+    assert frames.shape == (FRAMES, 16, 28, 3)
+    # the whole 1280x720 frame, area-averaged: the mean colour survives the squash
+    first = next(iter(car10.frames(0, 1)))
+    assert np.abs(frames[0].mean((0, 1)) - first.mean((0, 1))).max() < 2.0
+    result = tmp_path / "eval.json"
+    assert main(["evaluate", "--video", str(shared_data / "uav_gaze" / "group2.mp4"),
+                 "--gaze", str(shared_data / "uav_gaze" / "group2_gaze.npz"),
+                 "--models", str(out), "--json", str(result), "--max-frames", str(FRAMES),
+                 "--cache-dir", str(cache), "--no-progress"]) == 0
+    row = json.loads(result.read_text())["models"]["wide"]
+    assert row["resolution"] == "16x28"
+    assert row["nss"] == pytest.approx(payload["meta"]["validation"]["nss"], abs=1e-6)
+    for bad, said in (("16x30", "16x30: height and width must be multiples of 4"),
+                      ("0x16", "0x16: height and width must be multiples of 4"),
+                      ("16x", "expected R (e.g. 64) or HxW (e.g. 64x112), got '16x'")):
+        bad_args = list(common)
+        bad_args[bad_args.index("-R") + 1] = bad
+        with pytest.raises(SystemExit):
+            main(["transfer", "--from-scratch", *bad_args])
+        assert said in capsys.readouterr().err
+
+
 def test_transfer_from_scratch_ablation(shared_data, cache, tmp_path):
     """Check: transfer from scratch ablation."""
     out = tmp_path / "scratch.pt"

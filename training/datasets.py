@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.input_size import InputSize, InputSizeError, parse_input_size
 from skd_saliency_ros.core.maps import resize_area
 from skd_saliency_ros.core.frames import FrameSource, FrameSourceError
 
@@ -52,6 +53,14 @@ FOLDER_FPS = 10.0         # frame folders carry no rate; UAV123@10fps is the bun
 
 class DatasetError(SkdError, ValueError):
     """Missing, corrupt or inconsistent training data (named file and problem)."""
+
+
+def _size(value) -> InputSize:
+    """R or HxW -> InputSize, a DatasetError for anything else."""
+    try:
+        return parse_input_size(value, "resolution")
+    except InputSizeError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 class VideoSource:
@@ -169,16 +178,16 @@ class _SourceCache:
         self.dir = Path(cache_dir) / f"{_safe(source.name)}-{source.content_hash[:12]}"
         self.store = storage_size(source.width, source.height)
 
-    def frames_path(self, resolution: int) -> Path:
-        # "area2": shrunk by engine.resize_area, the node's own resize (one code path, so
-        # training, evaluation and the live node see the same pixels).
-        return self.dir / f"frames_area2_r{int(resolution)}.npy"
+    def frames_path(self, size: InputSize) -> Path:
+        # "area2": shrunk by maps.resize_area, the node's own resize (one code path, so
+        # training, evaluation and the live node see the same pixels).  r64 or r48x80.
+        return self.dir / f"frames_area2_r{size.label}.npy"
 
     def teacher_path(self, teacher: Teacher) -> Path:
         return self.dir / f"teacher-{_safe(teacher.name)}-{_config_hash(teacher.config)}.npy"
 
-    def load_frames(self, resolution: int):
-        return _load_npy(self.frames_path(resolution), (resolution, resolution, 3))
+    def load_frames(self, size: InputSize):
+        return _load_npy(self.frames_path(size), (size.height, size.width, 3))
 
     def load_teacher(self, teacher: Teacher):
         return _load_npy(self.teacher_path(teacher), (self.store[1], self.store[0]))
@@ -188,7 +197,7 @@ class _SourceCache:
         """Whether another process cached more frames meanwhile (never shrink a cache)."""
         return current is not None and len(current) >= n
 
-    def fill(self, resolutions: Sequence[int], teachers: Sequence[Teacher], n: int,
+    def fill(self, resolutions: Sequence[InputSize], teachers: Sequence[Teacher], n: int,
              progress: bool = True) -> Dict[str, float]:
         """Make every cache of this source hold at least ``n`` frames; returns timings."""
         have = {("frames", r): self.load_frames(r) for r in resolutions}
@@ -260,17 +269,16 @@ class _SourceCache:
         return timings
 
 
-def ensure_cache(source: VideoSource, resolutions: Sequence[int], teachers: Sequence[Teacher],
+def ensure_cache(source: VideoSource, resolutions: Sequence, teachers: Sequence[Teacher],
                  cache_dir: Union[str, Path, None] = None, max_frames: Optional[int] = None,
                  progress: bool = True) -> Dict[str, float]:
-    """Fill the frame caches of several R and the teacher caches in one decoding pass."""
-    for r in resolutions:
-        if int(r) < 4 or int(r) % 4:
-            raise DatasetError(f"resolution must be a positive multiple of 4, got {r}")
+    """Fill the frame caches of several input sizes (R or HxW) and the teacher caches in one
+    decoding pass."""
+    sizes = [_size(r) for r in resolutions]
     n = source.n_frames if max_frames is None else max(1, min(int(max_frames),
                                                               source.n_frames))
     cache = _SourceCache(source, Path(cache_dir) if cache_dir else default_cache_dir())
-    return cache.fill([int(r) for r in resolutions], list(teachers), n, progress)
+    return cache.fill(sizes, list(teachers), n, progress)
 
 
 def cached_teacher_maps(source: VideoSource, teacher: Teacher,
@@ -287,14 +295,14 @@ def cached_teacher_maps(source: VideoSource, teacher: Teacher,
 # ----------------------------------------------------------------------------- prepared
 @dataclass
 class PreparedSource:
-    """One source at resolution R: frames, teacher maps and human density maps in memory.
+    """One source at input size H x W: frames, teacher maps and human density maps in memory.
 
-    ``fixations[k]`` holds frame k's fixation points in R x R pixel coordinates
-    (x * R / W, y * R / H; corner origin); empty for frames (or sources) without gaze.
+    ``fixations[k]`` holds frame k's fixation points in H x W model pixel coordinates
+    (x * w / W, y * h / H; corner origin); empty for frames (or sources) without gaze.
     """
 
     name: str
-    resolution: int
+    resolution: InputSize
     frames: np.ndarray
     teacher_maps: Dict[str, np.ndarray]
     human: np.ndarray
@@ -307,37 +315,39 @@ class PreparedSource:
         return len(self.frames)
 
 
-def maps_to_resolution(maps_u8: np.ndarray, resolution: int) -> np.ndarray:
-    """Convert stored uint8 maps to float32 (N, R, R) in [0, 1], each re-scaled to max 1."""
-    out = np.empty((len(maps_u8), resolution, resolution), np.float32)
+def maps_to_resolution(maps_u8: np.ndarray, resolution) -> np.ndarray:
+    """Convert stored uint8 maps to float32 (N, H, W) in [0, 1], each re-scaled to max 1."""
+    size = _size(resolution)
+    out = np.empty((len(maps_u8), size.height, size.width), np.float32)
     for k, m in enumerate(maps_u8):
-        shrink = m.shape[0] >= resolution and m.shape[1] >= resolution
-        r = cv2.resize(np.asarray(m, np.float32), (resolution, resolution),
+        shrink = m.shape[0] >= size.height and m.shape[1] >= size.width
+        r = cv2.resize(np.asarray(m, np.float32), size.cv2_size,
                        interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         peak = float(r.max())
         out[k] = r / peak if peak > 0 else 0.0
     return out
 
 
-def human_maps(gaze, n: int, resolution: int):
-    """Density maps (N, R, R) float32 max 1, has_gaze (N,), fixations at R, for frames < n."""
+def human_maps(gaze, n: int, resolution):
+    """Density maps (N, H, W) float32 max 1, has_gaze (N,), fixations at H x W, frames < n."""
     from skd_saliency_ros.core.metrics import density_map
 
     w, h = gaze.width, gaze.height
     work = (max(1, int(round(h * HUMAN_SCALE))), max(1, int(round(w * HUMAN_SCALE))))
     sigma = HUMAN_SIGMA_FRAC * work[1]
-    human = np.zeros((n, resolution, resolution), np.float32)
+    size = _size(resolution)
+    human = np.zeros((n, size.height, size.width), np.float32)
     has = np.zeros(n, bool)
     fixes = []
     for k in range(n):
         pts = gaze.fixations(k)
-        fixes.append((pts * np.array([resolution / w, resolution / h])).astype(np.float32))
+        fixes.append((pts * np.array([size.width / w, size.height / h])).astype(np.float32))
         if len(pts) == 0:
             continue
         scaled = pts * np.array([work[1] / w, work[0] / h])
         dens = density_map(np.minimum(scaled, np.array([work[1], work[0]]) - 1e-6), work,
                            sigma).astype(np.float32)
-        r = cv2.resize(dens, (resolution, resolution), interpolation=cv2.INTER_AREA)
+        r = cv2.resize(dens, size.cv2_size, interpolation=cv2.INTER_AREA)
         peak = float(r.max())
         if peak > 0:
             human[k] = r / peak
@@ -345,15 +355,16 @@ def human_maps(gaze, n: int, resolution: int):
     return human, has, fixes
 
 
-def prepare_source(source: VideoSource, resolution: int, teachers: Sequence[Teacher],
+def prepare_source(source: VideoSource, resolution, teachers: Sequence[Teacher],
                    cache_dir: Union[str, Path, None] = None, max_frames: Optional[int] = None,
                    progress: bool = True) -> PreparedSource:
-    """Frames, teacher maps and human maps of ``source`` at R x R (computing only what is missing).
+    """Frames, teacher maps and human maps of ``source`` at the input size (R or HxW),
+    computing only what is missing.
 
     Frames and teacher maps come from the on-disk cache (filled first if needed); human density
     maps are drawn from the gaze file each time (cheap).
     """
-    resolution = int(resolution)
+    resolution = _size(resolution)
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise DatasetError(f"teacher names must be unique, got {names}")
@@ -376,7 +387,7 @@ def prepare_source(source: VideoSource, resolution: int, teachers: Sequence[Teac
     if source.gaze is not None:
         human, has, fixes = human_maps(source.gaze, n, resolution)
     else:
-        human = np.zeros((n, resolution, resolution), np.float32)
+        human = np.zeros((n, resolution.height, resolution.width), np.float32)
         has, fixes = np.zeros(n, bool), [np.zeros((0, 2), np.float32) for _ in range(n)]
     return PreparedSource(name=source.name, resolution=resolution, frames=frames,
                           teacher_maps=maps, human=human, has_gaze=has,
@@ -388,7 +399,7 @@ def prepare_source(source: VideoSource, resolution: int, teachers: Sequence[Teac
 class PairDataset(torch.utils.data.Dataset):
     """Items of (frame t, frame t-1) pairs with soft (teacher) and hard (human) targets.
 
-    ``x`` is float32 (6, R, R) in [0, 1]: channels 0-2 frame t, 3-5 frame t-1 (frame 0 is
+    ``x`` is float32 (6, H, W) in [0, 1]: channels 0-2 frame t, 3-5 frame t-1 (frame 0 is
     paired with itself).  ``soft`` is the mean of the named teachers' maps re-scaled to max 1
     (zeros when ``soft_teachers`` is empty), ``hard`` the human density map (zeros without
     gaze).  With ``hflip`` every item is mirrored left-right with probability 0.5, drawn from
@@ -436,7 +447,7 @@ class PairDataset(torch.utils.data.Dataset):
             peak = float(soft.max())
             soft = soft / peak if peak > 0 else soft
         else:
-            soft = np.zeros((r, r), np.float32)
+            soft = np.zeros(tuple(r), np.float32)
         hard = p.human[k]
         flip = False
         if self.hflip:

@@ -46,6 +46,8 @@ import numpy as np
 from skd_saliency_ros.core.metrics import format_metric, mean_over_sources
 from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.input_size import (InputSize, InputSizeError, parse_input_size,
+                                              plain_size, size_of_checkpoint)
 
 
 class EvaluationError(SkdError, ValueError):
@@ -57,6 +59,14 @@ TABLE_COLUMNS = (("auc_judd", "AUC"), ("auc_shuffled", "sAUC"), ("nss", "NSS"),
 PRIORS = {"center": "avs1k_center_prior.npz", "center-uav2": "uav2_center_prior.npz"}
 GAZE_MODELS = "default,center,spatial-teacher,temporal-teacher"
 FIDELITY_MODELS = "default"
+
+
+def _size_list(text: str) -> List[InputSize]:
+    """``--ceiling-sizes``: comma-separated R or HxW."""
+    try:
+        return [parse_input_size(t, "--ceiling-sizes") for t in text.split(",") if t.strip()]
+    except InputSizeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score how closely each model copies --teacher on the fidelity: "
                              "clips of --data (default: the bundle's 8 held-out clips), next to "
                              "the ceiling <teacher>@R (training/fidelity.py)")
+    parser.add_argument("--ceiling-sizes", type=_size_list, default=None, metavar="SIZES",
+                        help="--fidelity: also score the ceiling at these input sizes, "
+                             "comma-separated R or HxW (e.g. 64,48x80,64x112), with or "
+                             "without models")
     parser.add_argument("--teacher", default=DEFAULT_TEACHER,
                         help="--fidelity: the teacher copied, whose cached maps are the "
                              "reference (default: %(default)s)")
@@ -165,10 +179,10 @@ def _checkpoint_maps(ctx: _Context, path: Path) -> Tuple[Dict[str, Any], Iterato
     from .predict import predict_maps
 
     model, payload = load_checkpoint(path)
-    resolution = int(payload["resolution"])
-    frames = ctx.prepared(resolution).frames
+    size = size_of_checkpoint(payload)
+    frames = ctx.prepared(size).frames
     info = {"type": "checkpoint", "path": str(path), "kind": payload["kind"],
-            "arch": payload["arch"].get("name", "?"), "resolution": resolution,
+            "arch": payload["arch"].get("name", "?"), "resolution": plain_size(size),
             "params": count_parameters(model), "pair_gap": int(ctx.args.pair_gap)}
     if ctx.args.pair_gap < 0:
         raise EvaluationError(f"--pair-gap must be >= 0 frames, got {ctx.args.pair_gap}")
@@ -504,9 +518,10 @@ def run_fidelity(args: argparse.Namespace, names: List[str]) -> int:
     outs = _outputs(args, names, [("fidelity clip", s.path) for s in manifest.fidelity],
                     roc=False)
     reference = get_teacher(args.teacher)
-    resolutions = {name: int(read_checkpoint(checkpoint_path(name))["resolution"])
+    resolutions = {name: size_of_checkpoint(read_checkpoint(checkpoint_path(name)))
                    for name in names if checkpoint_path(name) is not None}
-    ceilings = {r: get_teacher(f"{args.teacher}@{r}") for r in sorted(set(resolutions.values()))}
+    sizes = sorted(set(resolutions.values()) | set(args.ceiling_sizes or ()))
+    ceilings = {r: get_teacher(f"{args.teacher}@{r.label}") for r in sizes}
     _fill_fidelity_caches(args, manifest.fidelity, [reference, *ceilings.values()],
                           set(resolutions.values()))
     contexts = {s.name: _Context(args, source=s) for s in manifest.fidelity}
@@ -569,7 +584,8 @@ def _score_ceilings(args: argparse.Namespace, ceilings, contexts: Dict[str, _Con
         ceiling_maps = _stored_maps(args, ceiling)
         result = score_clips((clip, ceiling_maps(ctx.source), reference_maps(ctx.source))
                              for clip, ctx in contexts.items())
-        _add_rows(ceiling.name, {"type": "ceiling", "teacher": ceiling.name, "resolution": r},
+        _add_rows(ceiling.name, {"type": "ceiling", "teacher": ceiling.name,
+                                 "resolution": plain_size(r), "pixels": r.pixels},
                   result, results, per_clip)
 
 
@@ -632,6 +648,9 @@ def run(args: argparse.Namespace) -> int:
     names = _model_names(args.models)
     if args.fidelity:
         return run_fidelity(args, names)
+    if args.ceiling_sizes:
+        raise EvaluationError("--ceiling-sizes is a --fidelity option (the teacher fed the "
+                              "student's input size, against the teacher)")
     sources = _sources(args)
     outs = _outputs(args, names, [(label, path) for _, video, gaze in sources
                                   for label, path in (("video", video), ("gaze", gaze))])

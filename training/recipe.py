@@ -32,7 +32,7 @@ class Recipe:
     spatial_teacher: str      # soft target of the spatial student / stream
     temporal_teacher: str     # soft target of the temporal student / stream
     arch: str                 # skd_saliency_ros.core.models.ARCHITECTURES name
-    resolution: int           # input / output size R
+    resolution: Any           # input / output size: R (int) or "HxW" (core.input_size.plain_size)
     lam: float                # weight of the soft (teacher) term
     loss: str                 # training/losses.py LOSSES
     cc_weight: float          # with loss kld: minus this times CC

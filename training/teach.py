@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from skd_saliency_ros.core.output_paths import Output, check_outputs
+from skd_saliency_ros.core.input_size import size_argument
 
 from .paths import default_cache_dir, default_data_dir
 
@@ -29,11 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "../shared/data)")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                         help="cache directory (default $SKD_CACHE_DIR or .cache/skd)")
-    parser.add_argument("--resolution", "-R", type=int, nargs="+", default=[64],
-                        help="frame cache resolution(s) R, multiples of 4 (default 64)")
+    parser.add_argument("--resolution", "-R", type=size_argument, nargs="+", default=[64],
+                        help="frame cache input size(s): R or HxW (e.g. 64 48x80), "
+                             "multiples of 4 (default 64)")
     parser.add_argument("--teachers", default=DEFAULT_TEACHERS,
                         help="comma-separated teacher specs: built-in names, teacher YAML "
-                        "files, or a deep teacher fed frames shrunk to R x R first, e.g. "
+                        "files, or a deep teacher fed frames shrunk to R x R (or HxW) first, e.g. "
                         f"tinyhd-m@64 (default {DEFAULT_TEACHERS})")
     parser.add_argument("--split", choices=("all",) + SPLITS, default="all",
                         help="which sources of the manifest (default all: train, val and the "

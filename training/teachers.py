@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.input_size import InputSizeError, parse_input_size
 from skd_saliency_ros.core.maps import minmax
 
 from .paths import expand_data_dir, file_sha1
@@ -381,10 +382,6 @@ class GenericTeacher(Teacher):
                     any(isinstance(v, bool) or not isinstance(v, int) or v < 4 for v in shrink):
                 bad(f"input.shrink must be [width, height] in pixels (>= 4) or null, got "
                     f"{shrink!r}")
-            if shrink[0] != shrink[1]:
-                bad(f"input.shrink must be square, [R, R] (got {shrink}): it shows the teacher "
-                    "the student's R x R frames, and only a square shrink has that "
-                    "counterpart (skd_saliency_ros.core.maps.resize_area)")
         if inp["color"] not in ("rgb", "bgr"):
             bad("input.color must be 'rgb' or 'bgr'")
         for key in ("mean", "std"):
@@ -493,7 +490,7 @@ class GenericTeacher(Teacher):
         """
         cfg = self.input_cfg
         if self._shrink is not None:
-            img = self._shrink(img, int(cfg["shrink"][0]))
+            img = self._shrink(img, (int(cfg["shrink"][1]), int(cfg["shrink"][0])))
         if cfg["size"] is not None:
             size = (int(cfg["size"][0]), int(cfg["size"][1]))
             interp = cv2.INTER_AREA if size[0] < img.shape[1] else cv2.INTER_LINEAR
@@ -725,49 +722,49 @@ def _yaml_of(spec: str) -> Optional[Path]:
     return None
 
 
-def shrunk_teacher(base: str, resolution: int) -> GenericTeacher:
-    """``<base>@R``: the generic teacher ``base`` fed frames shrunk to the student's R x R.
+def shrunk_teacher(base: str, size) -> GenericTeacher:
+    """``<base>@R`` / ``<base>@HxW``: the generic teacher ``base`` fed the student's frames.
 
-    The ceiling of distillation at R: what the teacher itself makes of the pixels the
-    student gets (``input.shrink: [R, R]``).  Named ``<base's name>@R``; its config, and so
-    its cache key, differs from the plain teacher's.
+    The ceiling of distillation at that input size: what the teacher itself makes of the
+    pixels the student gets (``input.shrink: [W, H]``, made by the function that makes the
+    student's frame cache).  Named ``<base's name>@<size label>``; its config, and so its
+    cache key, differs from the plain teacher's.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 4 \
-            or resolution % 4:
-        raise TeacherError(f"{base}@{resolution}: R after '@' must be a multiple of 4 "
-                           "(a student's input size), e.g. tinyhd-m@64")
+    try:
+        size = parse_input_size(size, f"{base}@{size}")
+    except InputSizeError as exc:
+        raise TeacherError(f"{exc} (the size after '@' is a student's input size, e.g. "
+                           "tinyhd-m@64 or tinyhd-m@48x80)") from None
     path = _yaml_of(base)
     if path is None:
-        raise TeacherError(f"{base}@{resolution}: '@R' (the teacher fed frames shrunk to "
-                           f"R x R) needs a deep teacher, one of {sorted(SHIPPED_YAML)} or a "
-                           "teacher .yaml file")
+        raise TeacherError(f"{base}@{size}: '@R' (the teacher fed frames shrunk to the "
+                           f"student's input size) needs a deep teacher, one of "
+                           f"{sorted(SHIPPED_YAML)} or a teacher .yaml file")
     name = GenericTeacher.yaml_name(GenericTeacher._read_yaml(path), path)
-    return GenericTeacher(path, overrides={"name": f"{name}@{resolution}",
-                                           "input": {"shrink": [resolution, resolution]}})
+    return GenericTeacher(path, overrides={"name": f"{name}@{size.label}",
+                                           "input": {"shrink": [size.width, size.height]}})
 
 
 def get_teacher(spec: str) -> Teacher:
     """Build a teacher from a built-in name, a generic-teacher YAML file, or ``<either>@R``.
 
     ``tinyhd-m@64`` (any R multiple of 4) is the shipped TinyHD-M fed frames shrunk to
-    64 x 64 first (:func:`shrunk_teacher`).
+    64 x 64 first, ``tinyhd-m@48x80`` to 48 (high) x 80 (:func:`shrunk_teacher`).
     """
     spec = str(spec).strip()
     if spec in BUILTIN:
         return BUILTIN[spec]()
     base, at, res = spec.rpartition("@")
     if at and not spec.lower().endswith((".yaml", ".yml")):  # a YAML path may hold an '@'
-        if not res.isdigit():
-            raise TeacherError(f"{spec}: R after '@' must be a multiple of 4 (a student's "
-                               "input size), e.g. tinyhd-m@64")
-        return shrunk_teacher(base.strip(), int(res))
+        return shrunk_teacher(base.strip(), res)
     path = _yaml_of(spec)
     if path is not None:
         return GenericTeacher(path)
     raise TeacherError(f"unknown teacher {spec!r}: use one of "
                        f"{sorted(BUILTIN) + sorted(SHIPPED_YAML)}, a path to "
                        "a teacher .yaml file (docs/TEACHERS.md), or a deep teacher (shipped "
-                       "or .yaml) followed by @R (frames shrunk to R x R first, e.g. tinyhd-m@64)")
+                       "or .yaml) followed by @R or @HxW (frames shrunk to the student's input "
+                       "first, e.g. tinyhd-m@64, tinyhd-m@48x80)")
 
 
 def get_teachers(specs: str) -> list:

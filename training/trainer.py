@@ -44,6 +44,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from skd_saliency_ros.core.input_size import InputSizeError, parse_input_size, size_argument
 from skd_saliency_ros.core.models import ARCHITECTURES, count_parameters, with_output
 
 from .fidelity import DEFAULT_TEACHER as DEFAULT_FIDELITY_TEACHER
@@ -117,9 +118,11 @@ def _add_model_arguments(g, recipe: Recipe) -> None:
     g.add_argument("--arch", default=recipe.arch,
                    help=f"architecture name (known now: {', '.join(sorted(ARCHITECTURES))}; "
                         "default: %(default)s)")
-    g.add_argument("--resolution", "-R", type=int, default=recipe.resolution,
-                   help="input/output size R (multiple of 4; paper: 32, 64, 128, 256; "
-                        "default: %(default)s)")
+    g.add_argument("--resolution", "-R", type=size_argument, default=recipe.resolution,
+                   help="input/output size: R (square; paper: 32, 64, 128, 256) or HxW "
+                        "(height x width, e.g. 48x80 for 16:9 cameras); multiples of 4; "
+                        "frames are area-resized whole to it, never cropped (default: "
+                        "%(default)s)")
     g.add_argument("--lambda", dest="lam", type=float, default=recipe.lam,
                    help="weight of the soft (teacher) term; frames without gaze use the "
                         "soft term only (default: %(default)s)")
@@ -678,9 +681,10 @@ def _check_run(config: TrainConfig, info: DistInfo) -> None:
     if config.val_fidelity_frames is not None and config.val_fidelity_frames < 1:
         raise TrainingError(f"--val-fidelity-frames must be >= 1, got "
                             f"{config.val_fidelity_frames}")
-    if config.resolution % 4 or config.resolution < 8:
-        raise TrainingError(f"--resolution must be a multiple of 4 and >= 8, "
-                            f"got {config.resolution}")
+    try:
+        parse_input_size(config.resolution, "--resolution")
+    except InputSizeError as exc:
+        raise TrainingError(str(exc)) from None
     if config.batch_size % info.world:
         raise TrainingError(f"--batch-size {config.batch_size} does not split evenly over "
                             f"{info.world} processes")

@@ -2,7 +2,7 @@
 
 A checkpoint is a ``torch.save`` dict of plain types only, so it loads with
 ``torch.load(weights_only=True)`` (no pickled code runs on load).  It carries the exact
-architecture spec, model kind, training resolution and a free-form ``meta`` dict
+architecture spec, model kind, training input size (core.input_size) and a free-form ``meta`` dict
 (teachers, lambda, data summary, validation metrics, code version ...).  A training run's
 whole config sits in ``meta["config"]`` (older checkpoints, the shipped default among them,
 have only flat keys such as ``lambda``); ``training.recipe.stored_config`` reads either.
@@ -24,8 +24,10 @@ from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros import __version__
 from skd_saliency_ros.core.models import ArchitectureError, KINDS, build_model, get_spec
+from skd_saliency_ros.core.input_size import InputSizeError, parse_input_size, size_of_checkpoint
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: input_size [H, W] (a non-square input); 1: resolution R only
+SQUARE_FORMAT_VERSION = 1  # what a square checkpoint is still written as
 # The trained default model ships inside the package: skd_saliency_ros/weights/.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "skd_default_r64.pt"
 
@@ -46,13 +48,18 @@ def code_version() -> str:
     return __version__
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution: int,
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution,
                     meta: Optional[Dict[str, Any]] = None, overwrite: bool = False,
                     extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``model`` to ``path`` atomically; refuse to replace a file unless ``overwrite``.
 
+    ``resolution``: the input size it was trained at, R or H x W (core.input_size).  A square
+    size is stored as before (``resolution: R``, format 1: older code reads it); a
+    non-square one as ``input_size: [H, W]`` in format 2, which older code refuses with
+    "newer than this code understands" instead of running it at a wrong size.
     ``extra`` holds additional plain-typed state (optimizer, step) for ``--resume``.
     """
+    size = parse_input_size(resolution, "checkpoint input size")
     path = Path(path)
     if path.exists() and not overwrite:
         raise CheckpointError(f"{path}: a file already exists there; refusing to overwrite "
@@ -61,10 +68,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, resolution:
         raise CheckpointError(f"cannot save a {type(model).__name__}: not a saliency model")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
-        "format_version": FORMAT_VERSION,
+        "format_version": SQUARE_FORMAT_VERSION if size.square else FORMAT_VERSION,
         "kind": model.kind,
         "arch": model.spec,
-        "resolution": int(resolution),
+        **({"resolution": size.height} if size.square else
+           {"input_size": [size.height, size.width]}),
         "state_dict": state,
         "meta": dict(meta or {}),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -113,7 +121,7 @@ def read_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
                     arch: Optional[str | Dict[str, Any]] = None,
-                    resolution: Optional[int] = None):
+                    resolution=None):
     """Build the model stored at ``path``; return ``(model, payload)``.
 
     ``kind``, ``arch`` and ``resolution``, when given, must match the checkpoint, otherwise a
@@ -137,9 +145,13 @@ def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
             raise CheckpointError(f"{path}: architecture '{have.get('name', '?')}' does not "
                                   f"match the requested '{wanted.get('name', '?')}': "
                                   f"{said} differ")
-    if resolution is not None and int(payload["resolution"]) != int(resolution):
-        raise CheckpointError(f"{path}: trained at R={payload['resolution']}, "
-                              f"but R={resolution} was requested")
+    try:
+        trained = size_of_checkpoint(payload)
+    except (InputSizeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the stored input size cannot be used: {exc}") from None
+    if resolution is not None and trained != parse_input_size(resolution):
+        raise CheckpointError(f"{path}: trained at input {trained}, "
+                              f"but {parse_input_size(resolution)} was requested")
     try:
         model = build_model(payload["kind"], payload["arch"])
     except ArchitectureError as exc:

@@ -4,8 +4,9 @@ The node (through SaliencyEngine), offline replay, training validation, the eval
 the metrics and the teachers all call these, so they cannot drift apart.  Plain numpy and
 OpenCV, no torch, so the ROS layer can shape maps without loading a model runtime:
 
-* ``resize_area``: a frame down to the model's R x R by area averaging (each cell is the
-  mean of the pixels it covers, so small aerial targets are not aliased away);
+* ``resize_area``: a frame down to the model's R x R (or H x W, core.input_size) by area
+  averaging (each cell is the mean of the pixels it covers, so small aerial targets are not
+  aliased away);
 * ``upsample``: an R x R map up to an image size, bilinearly, on the pixel-centre
   convention of ``core.peaks``;
 * ``fill_pair``: the two-stream input is frame t (channels 0-2) and the frame it is paired
@@ -65,26 +66,31 @@ def fill_pair(out: np.ndarray, frame: np.ndarray, paired: Optional[np.ndarray]) 
     return out
 
 
-def resize_area(frame: np.ndarray, size: int) -> np.ndarray:
-    """Resize an (H, W, C) uint8 frame to size x size with area averaging (cv2.INTER_AREA).
+def resize_area(frame: np.ndarray, size) -> np.ndarray:
+    """Resize an (H, W, C) uint8 frame to the model's input size with area averaging.
+
+    ``size``: R (R x R) or (height, width) (an ``input_size.InputSize``).  The whole frame is
+    resized (anisotropically when its aspect differs from the model's), never cropped: the
+    way every training frame was made.
 
     OpenCV's exact-area path for a non-integer ratio (720 -> 64) costs ~3 ms on a 720p
     frame, its integer-ratio path a fraction of that.  Area averaging is separable, so when
-    W is a multiple of ``size`` (1280, 1920, 640 for R = 64) the width is reduced first by
-    the integer path and the few remaining rows by the exact one: ~2-3x faster, and equal
+    W is a multiple of the output width (1280, 1920, 640 for 64) the width is reduced first
+    by the integer path and the few remaining rows by the exact one: ~2-3x faster, and equal
     to a single INTER_AREA call up to one grey level of intermediate rounding.
     """
+    out_h, out_w = (int(size), int(size)) if np.isscalar(size) else (int(v) for v in size)
     height, width = frame.shape[:2]
-    if height == size and width == size:
+    if height == out_h and width == out_w:
         return np.array(frame, copy=True)
-    if width % size == 0 and width > size and height > size:
-        narrow = cv2.resize(frame, (size, height), interpolation=cv2.INTER_AREA)
-        return cv2.resize(narrow, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    if width % out_w == 0 and width > out_w and height > out_h:
+        narrow = cv2.resize(frame, (out_w, height), interpolation=cv2.INTER_AREA)
+        return cv2.resize(narrow, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA)
 
 
 def upsample(saliency: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Resize an R x R map to ``size`` = (H, W) bilinearly; float32 in [0, 1].
+    """Resize a model-sized map to ``size`` = (H, W) bilinearly; float32 in [0, 1].
 
     Bilinear resizing uses the same pixel-centre convention as peaks.py, so a peak found on
     the R x R map lands on the same pixel of the upsampled map.
