@@ -136,9 +136,12 @@ def test_distill_transfer_evaluate_end_to_end(students, shared_data, cache, tmp_
 
 
 def test_non_square_input_trains_resumes_and_evaluates(shared_data, cache, tmp_path, capsys):
-    """-R HxW: frames cached at H x W (whole frame, not cropped), a format-2 checkpoint with
-    input_size [H, W], resume keeps the size fixed, evaluate scores the model at its size
-    and reproduces the trainer's own validation."""
+    """-R HxW trains, resumes and evaluates at H x W.
+
+    Frames are cached at H x W (the whole frame, not cropped), the checkpoint is format 2
+    with input_size [H, W], resume keeps the size fixed, and evaluate scores the model at
+    its size and reproduces the trainer's own validation.
+    """
     from training.datasets import VideoSource, prepare_source
 
     out = tmp_path / "wide.pt"

@@ -272,8 +272,10 @@ class _SourceCache:
 def ensure_cache(source: VideoSource, resolutions: Sequence, teachers: Sequence[Teacher],
                  cache_dir: Union[str, Path, None] = None, max_frames: Optional[int] = None,
                  progress: bool = True) -> Dict[str, float]:
-    """Fill the frame caches of several input sizes (R or HxW) and the teacher caches in one
-    decoding pass."""
+    """Fill the frame caches of several input sizes (R or HxW) and the teacher caches.
+
+    One decoding pass serves them all.
+    """
     sizes = [_size(r) for r in resolutions]
     n = source.n_frames if max_frames is None else max(1, min(int(max_frames),
                                                               source.n_frames))
@@ -358,8 +360,9 @@ def human_maps(gaze, n: int, resolution):
 def prepare_source(source: VideoSource, resolution, teachers: Sequence[Teacher],
                    cache_dir: Union[str, Path, None] = None, max_frames: Optional[int] = None,
                    progress: bool = True) -> PreparedSource:
-    """Frames, teacher maps and human maps of ``source`` at the input size (R or HxW),
-    computing only what is missing.
+    """Return frames, teacher and human maps of ``source`` at the input size (R or HxW).
+
+    Only what is missing is computed.
 
     Frames and teacher maps come from the on-disk cache (filled first if needed); human density
     maps are drawn from the gaze file each time (cheap).

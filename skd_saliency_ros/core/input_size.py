@@ -37,10 +37,12 @@ class InputSize(NamedTuple):
 
     @property
     def square(self) -> bool:
+        """Whether height == width (the paper's R x R)."""
         return self.height == self.width
 
     @property
     def pixels(self) -> int:
+        """Height times width: what a step and an inference cost scale with."""
         return self.height * self.width
 
     @property
@@ -91,14 +93,16 @@ def parse_input_size(value: SizeLike, what: str = "input size") -> InputSize:
 
 
 def plain_size(value: SizeLike) -> Union[int, str]:
-    """The JSON / config form of a size: R (an int) when square, as configs always held it,
-    else ``"HxW"``."""
+    """Return the JSON / config form of a size: R (an int) when square, else ``"HxW"``.
+
+    Square sizes keep the form every config and JSON already held.
+    """
     size = parse_input_size(value)
     return size.height if size.square else size.label
 
 
 def size_argument(text: str) -> Union[int, str]:
-    """argparse ``type=`` for ``--resolution``: R or HxW, returned in :func:`plain_size` form."""
+    """Parse ``--resolution`` (an argparse ``type=``): R or HxW, in :func:`plain_size` form."""
     import argparse
 
     try:
@@ -108,15 +112,18 @@ def size_argument(text: str) -> Union[int, str]:
 
 
 def size_of_checkpoint(payload: Mapping[str, Any]) -> InputSize:
-    """The input size a checkpoint's payload was trained at (``input_size``, else R x R)."""
+    """Return the input size a checkpoint's payload was trained at (``input_size``, else R)."""
     if "input_size" in payload:
         return parse_input_size(list(payload["input_size"]), "checkpoint input_size")
     return parse_input_size(int(payload["resolution"]), "checkpoint resolution")
 
 
 def size_of_onnx(props: Mapping[str, str], shape) -> InputSize:
-    """The input size of an exported model: metadata ``input_size`` ("HxW"), else
-    ``resolution`` (R), else the input's fixed (B, C, H, W) shape."""
+    """Return the input size of an exported model.
+
+    Metadata ``input_size`` ("HxW"), else ``resolution`` (R), else the input's fixed
+    (B, C, H, W) shape.
+    """
     if "input_size" in props:
         return parse_input_size(props["input_size"], "ONNX input_size metadata")
     if "resolution" in props:
