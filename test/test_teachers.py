@@ -426,7 +426,7 @@ def test_shrunk_teacher_refusals(tmp_path):
     from training.teachers import SHIPPED_YAML_DIR
 
     for spec in ("tinyhd-m@63", "tinyhd-m@0", "tinyhd-m@x", "tinyhd-m@"):
-        with pytest.raises(TeacherError, match="multiple of 4"):
+        with pytest.raises(TeacherError, match="multiples of 4|expected R"):
             get_teacher(spec)
     with pytest.raises(TeacherError, match="needs a deep teacher"):
         get_teacher("spectral-residual@64")
@@ -434,7 +434,7 @@ def test_shrunk_teacher_refusals(tmp_path):
         get_teacher("nope@64")
     text = (SHIPPED_YAML_DIR / "tinyhd_m.yaml").read_text()
     text = text.replace("{data_dir}", str(get_teacher("tinyhd-m").model_path.parent.parent))
-    cases = {"[64, 32]": "must be square", "[64]": r"\[width, height\]",
+    cases = {"[64]": r"\[width, height\]",
              "64": r"\[width, height\]", "[2, 2]": r"\(>= 4\)"}
     for i, (value, message) in enumerate(cases.items()):
         cfg = write_yaml(tmp_path / f"shrink{i}.yaml",
@@ -445,3 +445,6 @@ def test_shrunk_teacher_refusals(tmp_path):
                     text.replace("  window: 16", "  window: 16\n  shrink: [32, 32]"))
     assert get_teacher(str(ok)).config["input"]["shrink"] == [32, 32]
     assert get_teacher(f"{ok}@64").config["input"]["shrink"] == [64, 64]
+    # a non-square student size: shrink is [width, height], the name says HxW
+    wide = get_teacher(f"{ok}@48x80")
+    assert wide.config["input"]["shrink"] == [80, 48] and wide.name.endswith("@48x80")

@@ -178,15 +178,16 @@ class _SourceCache:
         self.dir = Path(cache_dir) / f"{_safe(source.name)}-{source.content_hash[:12]}"
         self.store = storage_size(source.width, source.height)
 
-    def frames_path(self, size: InputSize) -> Path:
+    def frames_path(self, size) -> Path:
         # "area2": shrunk by maps.resize_area, the node's own resize (one code path, so
         # training, evaluation and the live node see the same pixels).  r64 or r48x80.
-        return self.dir / f"frames_area2_r{size.label}.npy"
+        return self.dir / f"frames_area2_r{_size(size).label}.npy"
 
     def teacher_path(self, teacher: Teacher) -> Path:
         return self.dir / f"teacher-{_safe(teacher.name)}-{_config_hash(teacher.config)}.npy"
 
-    def load_frames(self, size: InputSize):
+    def load_frames(self, size):
+        size = _size(size)
         return _load_npy(self.frames_path(size), (size.height, size.width, 3))
 
     def load_teacher(self, teacher: Teacher):
