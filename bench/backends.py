@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 from skd_saliency_ros.core.models import (ARCHITECTURES, build_model, count_parameters,
@@ -92,7 +93,7 @@ def load_bench_model(name: str, label: Optional[str] = None,
     return BenchModel(label or (name if name == "default" else path.stem), str(path),
                       model.eval(),
                       {"kind": payload["kind"], "arch": arch,
-                       "trained_resolution": int(payload["resolution"])})
+                       "trained_resolution": plain_size(size_of_checkpoint(payload))})
 
 
 def _forward_with_hook(model: torch.nn.Module, x: torch.Tensor, hook) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint
 from skd_saliency_ros.core.crops import (CropError, centre_crop, crop_around, crop_size,
                                          strongest_peak)
 
@@ -103,7 +104,7 @@ def default_maps(video: Path, gaze: Path, model_path: Path, progress: bool):
     from training.predict import predict_maps
 
     model, payload = load_checkpoint(model_path)
-    resolution = int(payload["resolution"])
+    resolution = size_of_checkpoint(payload)
     source = VideoSource(video, gaze_path=gaze)  # loads the gaze, checks it fits the video
     frames = np.stack([resize_area(f, resolution) for f in
                        tqdm(source.frames(), total=source.n_frames, disable=not progress,
@@ -141,7 +142,7 @@ def score_sequence(name: str, video: Path, gaze: Path, model_path: Path,
         raise CropError(f"{video}: {len(wanted) - len(frames)} frame(s) with fixations got no "
                         "map (the video ends early?)")
     return {"video": str(video), "gaze": str(gaze), "frame_size": list(size),
-            "resolution": int(payload["resolution"]),
+            "resolution": plain_size(size_of_checkpoint(payload)),
             "training_role": training_role(payload.get("meta") or {}, name),
             "frames_total": int(source.n_frames),
             "frames_no_peak": int(no_peak), "frames": frames, "fixations": counts,

@@ -58,20 +58,21 @@ def _teacher_runner(spec: str):
 
 def _student_runner(name: str, workdir: Path):
     from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint
     from skd_saliency_ros.core.models import count_parameters
     from skd_saliency_ros.core.onnx_export import export_checkpoint
     from skd_saliency_ros.core.onnx_runtime import ort_session
 
     path = DEFAULT_MODEL if name == "default" else Path(name)
     model, payload = load_checkpoint(path)
-    r = int(payload["resolution"])
+    size = size_of_checkpoint(payload)
     onnx = workdir / f"{path.stem}.onnx"
     export_checkpoint(path, onnx)  # the file the engine runs (fused for inference)
     sess = ort_session(onnx, threads=1)
-    x = np.random.default_rng(0).random((1, model.in_channels, r, r), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, model.in_channels, *size), dtype=np.float32)
     in_name = sess.get_inputs()[0].name
     info = {"kind": "student", "model": str(path), "arch": payload["arch"].get("name"),
-            "resolution": r, "params": count_parameters(model)}
+            "resolution": plain_size(size), "params": count_parameters(model)}
     return (lambda: sess.run(None, {in_name: x})), 1, info
 
 

@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import torch
 
+from skd_saliency_ros.core.input_size import size_of_checkpoint
 from skd_saliency_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
 
@@ -35,7 +36,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             model.prior.map.zero_()
         meta = dict(payload.get("meta", {}),
                     ablation=f"learned prior map of {args.source} set to zero")
-        save_checkpoint(args.output, model, payload["resolution"], meta=meta,
+        save_checkpoint(args.output, model, size_of_checkpoint(payload), meta=meta,
                         overwrite=args.overwrite)
     except (CheckpointError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)

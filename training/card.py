@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint
 from skd_saliency_ros.core.checkpoint import CheckpointError, read_checkpoint
 from skd_saliency_ros.core.models import build_model, count_parameters
 from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
@@ -50,7 +51,8 @@ def build_card(checkpoint: Path, evaluation: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "file": checkpoint.name,
         "kind": payload["kind"], "arch": payload["arch"].get("name"),
-        "resolution": payload["resolution"], "parameters": count_parameters(model),
+        "resolution": plain_size(size_of_checkpoint(payload)),
+        "parameters": count_parameters(model),
         "created": payload.get("created"), "code_version": payload.get("code_version"),
         "training": training_entries(payload, TRAINING_KEYS),
         "students": students,

@@ -19,6 +19,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+from skd_saliency_ros.core.input_size import size_of_checkpoint
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.output_paths import Output, check_outputs
 
@@ -119,7 +120,7 @@ def clip_maps(path: Path, indices: List[int], columns: List[Tuple[str, str]]
                 maps[label].append(list(teacher.label_frames(window))[-1])
             continue
         net, payload = load_checkpoint(DEFAULT_MODEL if model == "default" else model)
-        small = np.stack([resize_area(f, int(payload["resolution"])) for f in frames])
+        small = np.stack([resize_area(f, size_of_checkpoint(payload)) for f in frames])
         maps[label] = [m for _, m in predict_maps(net, small, indices)]
     return shown, maps
 

@@ -17,6 +17,7 @@ import numpy as np
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.output_paths import Output, check_outputs
 from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, CheckpointError
+from skd_saliency_ros.core.input_size import size_of_checkpoint
 
 
 class ExportError(SkdError, RuntimeError):
@@ -47,10 +48,9 @@ def _model_path(name: str) -> Path:
     return path
 
 
-def _real_pair(resolution: int, channels: int) -> np.ndarray | None:
-    """Two consecutive frames of the bundle's car10 video at R, as the engine feeds them."""
-    import cv2
-
+def _real_pair(size, channels: int) -> np.ndarray | None:
+    """Two consecutive frames of the bundle's car10 video at H x W, as the engine feeds them."""
+    from skd_saliency_ros.core.maps import resize_area
     from skd_saliency_ros.core.frames import FrameSource, FrameSourceError
     from training.paths import default_data_dir
 
@@ -58,8 +58,7 @@ def _real_pair(resolution: int, channels: int) -> np.ndarray | None:
         rgb = list(FrameSource(default_data_dir() / "uav_gaze" / "car10.mp4").frames(0, 2))
     except FrameSourceError:
         return None
-    frames = [cv2.resize(f, (resolution, resolution), interpolation=cv2.INTER_AREA)
-              .transpose(2, 0, 1) / 255.0 for f in rgb]
+    frames = [resize_area(f, size).transpose(2, 0, 1) / 255.0 for f in rgb]
     # channels 0-2: frame t, 3-5: frame t-1 (causal pairing)
     pair = np.concatenate([frames[1], frames[0]])[:channels]
     return pair[None].astype(np.float32)
@@ -88,12 +87,12 @@ def run(args) -> int:
                                  opset=args.opset or MIN_OPSET)
     except (OnnxExportError, CheckpointError) as exc:
         raise ExportError(str(exc)) from exc
-    resolution = int(payload["resolution"])
-    sample = _real_pair(resolution, int(model.in_channels))
+    size = size_of_checkpoint(payload)
+    sample = _real_pair(size, int(model.in_channels))
     where = "a real car10 frame pair"
     if sample is None:
         sample = np.random.default_rng(0).random(
-            (1, int(model.in_channels), resolution, resolution), dtype=np.float32)
+            (1, int(model.in_channels), *size), dtype=np.float32)
         where = "random input (data bundle not found)"
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -104,8 +103,8 @@ def run(args) -> int:
     diff = float(np.abs(got - want).max())
     size_kb = os.path.getsize(path) / 1024
     print(f"wrote {path} ({size_kb:.0f} KiB): {payload['kind']} model "
-          f"'{payload['arch'].get('name', '?')}' at R={resolution}, input (B, "
-          f"{model.in_channels}, {resolution}, {resolution}), "
+          f"'{payload['arch'].get('name', '?')}' at R={size.label}, input (B, "
+          f"{model.in_channels}, {size.height}, {size.width}), "
           f"{'static' if args.static_batch else 'dynamic'} batch")
     print(f"max |onnxruntime - torch| on {where}: {diff:.2e} (limit 1e-4)")
     if not diff <= 1e-4:

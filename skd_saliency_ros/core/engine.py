@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from skd_saliency_ros.core.backends import BACKENDS, DEVICES
+from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint, size_of_onnx
 from skd_saliency_ros.core.maps import fill_pair, normalise_maps, resize_area
 from skd_saliency_ros.core.models import fuse_for_inference
 from skd_saliency_ros.core.onnx_runtime import ort_session
@@ -108,9 +109,9 @@ class _TorchRunner:
         model, payload = load_checkpoint(path)
         self.payload = payload
         self.in_channels = int(model.in_channels)
-        self.resolution = int(payload["resolution"])
+        self.input_size = size_of_checkpoint(payload)  # load_checkpoint checked it
         if fuse:
-            model = fuse_for_inference(model, self.resolution)
+            model = fuse_for_inference(model, self.input_size)
         # channels_last lets oneDNN vectorise over channels (pools and convs of few channels).
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.device = device
@@ -147,11 +148,14 @@ class _OnnxRunner:
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.props = props
         try:
-            self.resolution = int(props["resolution"]) if "resolution" in props else int(shape[2])
+            self.input_size = size_of_onnx(props, shape)
             self.in_channels = int(props.get("in_channels", shape[1]))
-        except (TypeError, ValueError):
-            raise CheckpointError(f"{path}: cannot tell the model's input size: input shape "
-                                  f"{shape} has no fixed R and no 'resolution' metadata") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: cannot tell the model's input size: {exc}") from None
+        fixed = [v for v in shape[2:] if isinstance(v, int) and v > 0]
+        if len(fixed) == 2 and tuple(fixed) != tuple(self.input_size):
+            raise CheckpointError(f"{path}: the metadata says input {self.input_size} but the "
+                                  f"graph's input is {fixed[0]}x{fixed[1]}")
         if self.in_channels not in (3, 6):
             raise CheckpointError(f"{path}: input has {self.in_channels} channels; expected 3 "
                                   "(spatial) or 6 (temporal / fused)")
@@ -185,6 +189,11 @@ class SaliencyEngine:
     Invalid options raise ValueError.
     """
 
+    @property
+    def resolution(self):
+        """R (an int) for an R x R model, "HxW" otherwise; ``input_size`` has the numbers."""
+        return plain_size(self.input_size)
+
     def __init__(self, model_path=None, device: str = "auto", backend: str = "auto",
                  max_gap_s: Optional[float] = 0.5, threads: Optional[int] = None, logger=None,
                  fuse: bool = True):
@@ -211,23 +220,24 @@ class SaliencyEngine:
             runner = _TorchRunner(path, self.device, fuse)
             payload = runner.payload
             info = {"kind": payload["kind"], "arch": payload["arch"].get("name", "custom"),
-                    "resolution": runner.resolution, "meta": payload.get("meta", {}),
+                    "resolution": plain_size(runner.input_size),
+                    "meta": payload.get("meta", {}),
                     "path": str(path)}
         else:
             onnx_path, runner = self._onnx_runner(path, threads)
             props = runner.props
             info = {"kind": props.get("kind", "temporal" if runner.in_channels == 6
                                       else "spatial"),
-                    "arch": props.get("arch", "unknown"), "resolution": runner.resolution,
+                    "arch": props.get("arch", "unknown"),
+                    "resolution": plain_size(runner.input_size),
                     "meta": props, "path": str(path), "onnx_path": str(onnx_path)}
         self._runner = runner
-        self.resolution = int(runner.resolution)
+        self.input_size = runner.input_size
         self.in_channels = int(runner.in_channels)
         self.model_info = info
         self._streams: Dict[str, _StreamState] = {}
         self._pending: Dict[str, str] = {}
-        self._buf = np.empty((0, self.in_channels, self.resolution, self.resolution),
-                             np.float32)
+        self._buf = np.empty((0, self.in_channels, *self.input_size), np.float32)
         self._lock = threading.Lock()
         self._check_model()
 
@@ -345,7 +355,7 @@ class SaliencyEngine:
         One inference at R x R (about a millisecond on a CPU): far cheaper than a node
         that starts, reports OK and then fails or publishes zeros on every frame.
         """
-        grey = np.full((self.resolution, self.resolution, 3), CHECK_GREY, np.uint8)
+        grey = np.full((*self.input_size, 3), CHECK_GREY, np.uint8)
         batch = np.empty((1,) + self._buf.shape[1:], np.float32)
         fill_pair(batch[0], grey, grey)
         where = f"{self.backend} on {self.device}"
@@ -356,7 +366,8 @@ class SaliencyEngine:
         except Exception as exc:  # any backend error: the model cannot run as the engine feeds it
             detail = (str(exc).strip().splitlines() or [""])[0]
             raise ModelError(f"{self.model_path}: the model cannot run on a "
-                             f"(1, {self.in_channels}, {self.resolution}, {self.resolution}) "
+                             f"(1, {self.in_channels}, {self.input_size.height}, "
+                             f"{self.input_size.width}) "
                              f"float32 input ({where}): {type(exc).__name__}: "
                              f"{detail}{self._runner.declared}") from None
         bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
@@ -367,7 +378,7 @@ class SaliencyEngine:
 
     def _maps(self, raw, count: int) -> np.ndarray:
         """(count, R, R) raw maps from a runner's output; ModelError unless (count, 1, R, R)."""
-        want = (count, 1, self.resolution, self.resolution)
+        want = (count, 1, *self.input_size)
         shape = getattr(raw, "shape", None)
         if shape != want:
             raise ModelError(f"{self.model_path}: model output of shape {shape}; expected "
@@ -417,8 +428,8 @@ class SaliencyEngine:
         """
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[1:] != self._buf.shape[1:]:
-            raise ValueError(f"predict expects (B, {self.in_channels}, {self.resolution}, "
-                             f"{self.resolution}), got {batch.shape}")
+            raise ValueError(f"predict expects (B, {self.in_channels}, {self.input_size.height}, "
+                             f"{self.input_size.width}), got {batch.shape}")
         limit = self._runner.max_batch
         if limit is None or len(batch) <= limit:
             return self._maps(self._runner(batch), len(batch))
@@ -446,7 +457,7 @@ class SaliencyEngine:
             sizes.append(_check_frame(frame))
             if not math.isfinite(float(stamp)):
                 raise ValueError(f"stream '{stream}': stamp {stamp} is not a finite number")
-        smalls = [resize_area(frame, self.resolution) for _, frame, _ in items]
+        smalls = [resize_area(frame, self.input_size) for _, frame, _ in items]
         n = len(items)
         with self._lock:
             if self._buf.shape[0] < n:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, NamedTuple, Union
 
+from skd_saliency_ros.core.errors import SkdError
+
 #: Height and width must be multiples of this: every architecture of core.models down-samples
 #: by 4 (``model.factor``; checked again where the model is known).
 MULTIPLE = 4
@@ -25,7 +27,7 @@ MULTIPLE = 4
 _TEXT = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
 
-class InputSizeError(ValueError):
+class InputSizeError(SkdError, ValueError):
     """An input size that is not H x W positive multiples of MULTIPLE."""
 
 

@@ -437,10 +437,12 @@ class _ChannelLRN(torch.nn.Module):
 class _FixedPrior(torch.nn.Module):
     """LearnedPrior resized once to the output size (it is a constant at inference)."""
 
-    def __init__(self, prior: torch.nn.Module, resolution: int):
+    def __init__(self, prior: torch.nn.Module, resolution):
         super().__init__()
+        height, width = ((resolution, resolution) if isinstance(resolution, int)
+                         else (int(resolution[0]), int(resolution[1])))
         with torch.no_grad():
-            self.register_buffer("map", F.interpolate(prior.map, size=(resolution, resolution),
+            self.register_buffer("map", F.interpolate(prior.map, size=(height, width),
                                                       mode="bilinear", align_corners=False))
 
     def forward(self, out: torch.Tensor) -> torch.Tensor:
@@ -460,8 +462,10 @@ def _replace_lrn(seq: torch.nn.Sequential) -> torch.nn.Sequential:
     return torch.nn.Sequential(*out)
 
 
-def fuse_for_inference(model: torch.nn.Module, resolution: int) -> torch.nn.Module:
+def fuse_for_inference(model: torch.nn.Module, resolution) -> torch.nn.Module:
     """Return an inference-only copy of ``model`` with the same outputs (to float rounding).
+
+    ``resolution``: the input size it will run at, R or (H, W) (the prior's output size).
 
     BatchNorm is folded into the layer before it (``models.fold_batchnorm``: every layout
     the layer table emits, conv -> pixel-shuffle -> BN included), LRN becomes a 1x1

@@ -1,9 +1,10 @@
 """Export a saliency model to ONNX for the onnxruntime backend.
 
 The file carries what the engine needs to run it without the checkpoint, as ONNX
-``metadata_props``: ``resolution``, ``kind``, ``arch`` (name), ``arch_spec`` (JSON),
-``in_channels`` and ``skd_export_version``.  Input ``frames`` (B, C, R, R) float in [0, 1],
-output ``saliency`` (B, 1, R, R) raw map, batch axis dynamic unless asked otherwise.
+``metadata_props``: ``input_size`` ("HxW"; plus ``resolution`` "R" when square, as files
+before non-square input had), ``kind``, ``arch`` (name), ``arch_spec`` (JSON),
+``in_channels`` and ``skd_export_version``.  Input ``frames`` (B, C, H, W) float in [0, 1],
+output ``saliency`` (B, 1, H, W) raw map, batch axis dynamic unless asked otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from skd_saliency_ros.core.atomic import atomic_path
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.input_size import InputSizeError, parse_input_size, size_of_checkpoint
 from skd_saliency_ros.core.onnx_runtime import EXPORT_VERSION, checkpoint_sha256, ort_session
 from skd_saliency_ros import __version__
 
@@ -87,7 +89,7 @@ def _self_check(path: Path, model: torch.nn.Module, sample: torch.Tensor) -> flo
     return float(np.abs(got - want).max())
 
 
-def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int,
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution,
                 dynamic_batch: bool = True, overwrite: bool = False, opset: int = MIN_OPSET,
                 meta: Optional[Dict[str, Any]] = None, verify: bool = True,
                 exporter: str = "auto") -> Path:
@@ -107,16 +109,19 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int
     if kind is None or spec is None:
         raise OnnxExportError(f"cannot export a {type(model).__name__}: not a saliency model")
     factor = int(getattr(model, "factor", 1))
-    if int(resolution) <= 0 or int(resolution) % factor:
-        raise OnnxExportError(f"resolution {resolution} must be a positive multiple of "
-                              f"{factor} for architecture '{spec.get('name', '?')}'")
+    try:
+        size = parse_input_size(resolution, "ONNX export input size")
+    except InputSizeError as exc:
+        raise OnnxExportError(str(exc)) from None
+    if size.height % factor or size.width % factor:
+        raise OnnxExportError(f"input {size} must be a multiple of {factor} for "
+                              f"architecture '{spec.get('name', '?')}'")
     if opset < MIN_OPSET:
         raise OnnxExportError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
-    resolution = int(resolution)
     net = copy.deepcopy(model).cpu().float().eval()
     channels = int(net.in_channels)
     gen = torch.Generator().manual_seed(0)
-    sample = torch.rand(2 if dynamic_batch else 1, channels, resolution, resolution,
+    sample = torch.rand(2 if dynamic_batch else 1, channels, size.height, size.width,
                         generator=gen)
 
     with atomic_path(path) as tmp:
@@ -124,7 +129,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int
         proto = onnx.load(tmp)
         props = {str(k): str(v) for k, v in (meta or {}).items()}
         # The keys the engine relies on always describe this export (meta cannot override).
-        props.update({"resolution": str(resolution), "kind": str(kind),
+        # "resolution" (R) only for a square input: older readers of square files are
+        # unchanged, and a non-square file is never read by them as R x R.
+        props.update({"input_size": f"{size.height}x{size.width}", "kind": str(kind),
+                      **({"resolution": str(size.height)} if size.square else {}),
                       "arch": str(spec.get("name", "custom")), "arch_spec": json.dumps(spec),
                       "in_channels": str(channels), "skd_export_version": str(EXPORT_VERSION),
                       "skd_saliency_ros_version": __version__})
@@ -133,8 +141,9 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution: int
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         proto.doc_string = (f"skd_saliency_ros {kind} saliency model '{props['arch']}', "
-                            f"input {INPUT_NAME} (B,{channels},{resolution},{resolution}) "
-                            f"RGB in [0,1], output {OUTPUT_NAME} (B,1,{resolution},{resolution})")
+                            f"input {INPUT_NAME} (B,{channels},{size.height},{size.width}) "
+                            f"RGB in [0,1], output {OUTPUT_NAME} "
+                            f"(B,1,{size.height},{size.width})")
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, tmp)
         if verify:
@@ -160,10 +169,11 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.PathLik
     # what the engine's torch path runs too: BN folded (every layout), LRN as a banded 1x1
     # conv, the prior a constant; same outputs to float rounding (export_onnx checks it),
     # about 6 % faster in onnxruntime than the plain graph.
-    model = fuse_for_inference(model, int(payload["resolution"]))
+    size = size_of_checkpoint(payload)
+    model = fuse_for_inference(model, size)
     meta = {"source_checkpoint": Path(checkpoint_path).name,
             "source_checkpoint_sha256": checkpoint_sha256(checkpoint_path),
             "checkpoint_code_version": payload.get("code_version", "?"),
             "checkpoint_meta": json.dumps(payload.get("meta", {}), default=str)}
-    return export_onnx(model, path, int(payload["resolution"]), dynamic_batch=dynamic_batch,
+    return export_onnx(model, path, size, dynamic_batch=dynamic_batch,
                        overwrite=overwrite, opset=opset, meta=meta)
