@@ -152,7 +152,7 @@ def test_non_square_input_trains_resumes_and_evaluates(shared_data, cache, tmp_p
     square = list(common)
     square[square.index("-R") + 1] = str(R)
     assert main([*args, "--resume", *square]) == 2
-    assert "trained at input 16x28, but 16 was requested" in capsys.readouterr().err
+    assert "trained at input 16x28, but R=16 was requested" in capsys.readouterr().err
     assert main([*args, "--resume", *common]) == 0
     payload = read_checkpoint(out)
     assert payload["format_version"] == 2 and "resolution" not in payload

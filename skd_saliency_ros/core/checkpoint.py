@@ -150,8 +150,10 @@ def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
     except (InputSizeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: the stored input size cannot be used: {exc}") from None
     if resolution is not None and trained != parse_input_size(resolution):
-        raise CheckpointError(f"{path}: trained at input {trained}, "
-                              f"but {parse_input_size(resolution)} was requested")
+        def said(size):
+            return f"R={size.height}" if size.square else f"input {size.label}"
+        raise CheckpointError(f"{path}: trained at {said(trained)}, "
+                              f"but {said(parse_input_size(resolution))} was requested")
     try:
         model = build_model(payload["kind"], payload["arch"])
     except ArchitectureError as exc:
