@@ -14,6 +14,7 @@ import torch
 from skd_saliency_ros.core.checkpoint import (CheckpointError, DEFAULT_MODEL, load_checkpoint,
                                               save_checkpoint)
 from skd_saliency_ros.core.engine import SaliencyEngine
+from skd_saliency_ros.core.input_size import size_of_checkpoint
 from skd_saliency_ros.core.maps import normalise_maps, resize_area, upsample
 from skd_saliency_ros.core.models import build_model, fuse_for_inference
 from skd_saliency_ros.core.onnx_export import export_checkpoint
@@ -63,7 +64,7 @@ def small_frames(shared_data):
 def reference_map(model_path, current, previous):
     """Saliency computed by hand: area resize, stack (t, t-1), forward, min-max."""
     model, payload = load_checkpoint(model_path)
-    r = int(payload["resolution"])
+    r = size_of_checkpoint(payload)
     cur, prev = (resize_area(f, r) for f in (current, previous))
     x = np.concatenate([cur, prev], axis=2).transpose(2, 0, 1)[None].astype(np.float32) / 255
     with torch.no_grad():
@@ -89,7 +90,7 @@ def test_resize_area_equals_opencv_inter_area(frames, small_frames):
 def test_fused_model_equals_the_checkpoint_model(model_path, frames):
     """BN folding, LRN as 1x1 conv and the fixed prior change nothing but float rounding."""
     model, payload = load_checkpoint(model_path)
-    r = int(payload["resolution"])
+    r = size_of_checkpoint(payload)
     fused = fuse_for_inference(model, r)
     names = {type(m).__name__ for m in fused.modules()}
     assert not names & {"BatchNorm2d", "LocalResponseNorm", "LearnedPrior"}, names
@@ -129,7 +130,7 @@ def test_fusion_folds_every_batchnorm_layout(arch, frames):
 def test_step_returns_a_normalised_map(model_path, frames):
     """Each frame gives an (R, R) float32 map spanning exactly [0, 1]."""
     engine = SaliencyEngine(model_path, device="cpu")
-    assert engine.resolution == engine.model_info["resolution"] == 64
+    assert engine.input_size == (64, 64) and engine.model_info["input_size"] == "64"
     assert engine.model_info["kind"] == "fused" and engine.device == "cpu"
     for i, frame in enumerate(frames):
         result = engine.step(frame, 100.0 + 0.1 * i)
@@ -235,7 +236,7 @@ def test_onnxruntime_backend_matches_torch(model_path, frames, tmp_path, monkeyp
     model_path = Path(shutil.copy(model_path, tmp_path / "model.pt"))
     torch_engine = SaliencyEngine(model_path, device="cpu", backend="torch", threads=1)
     ort_engine = SaliencyEngine(model_path, device="cpu", backend="onnxruntime", threads=1)
-    assert ort_engine.resolution == torch_engine.resolution
+    assert ort_engine.input_size == torch_engine.input_size
     assert ort_engine.model_info["kind"] == torch_engine.model_info["kind"]
     assert ort_engine.model_info["arch"] == torch_engine.model_info["arch"]
     for i, frame in enumerate(frames):
@@ -266,7 +267,7 @@ def test_onnx_file_as_model_path(model_path, frames, tmp_path):
     fixed = export_checkpoint(model_path, tmp_path / "fixed.onnx", dynamic_batch=False)
     for path in (onnx_path, fixed):
         engine = SaliencyEngine(path, device="cpu", backend="onnxruntime")
-        assert engine.resolution == torch_engine.resolution
+        assert engine.input_size == torch_engine.input_size
         assert engine.model_info["kind"] == "fused"
         items = [("a", frames[0], 0.0), ("b", frames[1], 0.0), ("a", frames[2], 0.1)]
         torch_engine.reset()
@@ -370,7 +371,7 @@ def test_spatial_model_ignores_the_previous_frame(frames, tmp_path):
     model = build_model("spatial", "skd-paper")
     path = save_checkpoint(tmp_path / "spatial_r32.pt", model, 32)
     engine = SaliencyEngine(path, device="cpu")
-    assert engine.resolution == 32 and engine.in_channels == 3
+    assert engine.input_size == (32, 32) and engine.in_channels == 3
     engine.step(frames[0], 0.0)
     paired = engine.step(frames[1], 0.1)
     engine.reset()

@@ -211,9 +211,8 @@ def test_model_without_maps_publishes_nothing_and_reports_error(ros_env, shared_
     frames = read_frames(shared_data / "uav_unlabeled" / "person11.mp4", 20)
     engine = SaliencyEngine(model, device="cpu", backend="onnxruntime")  # passes the check
     for frame in frames:  # the premise: no usable map for each of these very frames
-        small = resize_area(np.ascontiguousarray(frame[:, :, ::-1]), engine.resolution)
-        pair = fill_pair(np.empty((6, engine.resolution, engine.resolution), np.float32),
-                         small, small)
+        small = resize_area(np.ascontiguousarray(frame[:, :, ::-1]), engine.input_size)
+        pair = fill_pair(np.empty((6, *engine.input_size), np.float32), small, small)
         try:
             assert not np.isfinite(engine.predict(pair[None])).all()
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types

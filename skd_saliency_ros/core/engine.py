@@ -1,12 +1,16 @@
-"""SaliencyEngine: RGB frames in, R x R saliency maps out, with per-stream temporal state.
+"""SaliencyEngine: RGB frames in, H x W saliency maps out, with per-stream temporal state.
 
 Plain numpy / torch or onnxruntime, no ROS types, so the node, the bag replay, the demo
 and the benchmarks share one object.
 
-Per frame: resize to R x R with area averaging (``core.maps.resize_area``, cv2.INTER_AREA:
-each cell is the mean of the pixels it covers, so small aerial targets are not aliased
-away), pair with the stream's previous frame (kept at R x R, a few KB), run the model, then
-min-max normalise the raw map of each frame to [0, 1].
+Per frame: resize the whole frame to the model's input H x W (``engine.input_size``, an
+``InputSize``; R x R for the square models) with area averaging (``core.maps.resize_area``,
+cv2.INTER_AREA: each cell is the mean of the pixels it covers, so small aerial targets are
+not aliased away), pair with the stream's previous frame (kept at H x W, a few KB), run the
+model, then min-max normalise the raw map of each frame to [0, 1].  A frame whose aspect
+ratio differs from the model's is squashed whole (anisotropically), exactly as the training
+frames were, never cropped; the engine says so once per stream at INFO when the aspects
+differ by more than ASPECT_TOLERANCE.
 Normalisation makes maps comparable across frames and models; it discards the absolute
 level, and a constant (or numerically flat) map becomes all zeros rather than noise.  A raw
 map holding NaN or inf also becomes zeros; its StepResult says ``finite=False`` so that a
@@ -49,14 +53,18 @@ import numpy as np
 import torch
 
 from skd_saliency_ros.core.backends import BACKENDS, DEVICES
-from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint, size_of_onnx
+from skd_saliency_ros.core.input_size import InputSize, size_of_checkpoint, size_of_onnx
 from skd_saliency_ros.core.maps import fill_pair, normalise_maps, resize_area
-from skd_saliency_ros.core.models import fuse_for_inference
+from skd_saliency_ros.core.models import downsampling_factor, fuse_for_inference
 from skd_saliency_ros.core.onnx_runtime import ort_session
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 
 #: Grey level of the load check's frame pair (uint8): mid-grey, a static scene.
 CHECK_GREY = 128
+#: Relative aspect-ratio difference (frame vs model input) above which a stream is told once
+#: that its frames are squashed: 16:9 on a square model is 78 %, 4:3 on 48x80 is 20 %, a
+#: 1280x720 frame on 64x112 is 1.6 % (no line).
+ASPECT_TOLERANCE = 0.05
 
 
 class ModelError(CheckpointError):
@@ -65,7 +73,7 @@ class ModelError(CheckpointError):
 
 @dataclass
 class StepResult:
-    """One frame's answer: the R x R map in [0, 1] and why the temporal state was reset.
+    """One frame's answer: the H x W map in [0, 1] and why the temporal state was reset.
 
     ``finite`` is False when the model's raw map held NaN or inf: ``saliency`` is then all
     zeros by the flat-map rule, which is no answer (the node publishes nothing for it).
@@ -79,7 +87,7 @@ class StepResult:
 
 @dataclass
 class _StreamState:
-    prev: np.ndarray          # previous frame at R x R, uint8 RGB
+    prev: np.ndarray          # previous frame at the model's H x W, uint8 RGB
     size: Tuple[int, int]     # (W, H) of the input frames
     stamp: float
 
@@ -90,6 +98,30 @@ def onnx_cache_dir() -> Path:
         return Path(os.environ["SKD_ONNX_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "skd_saliency_ros" / "onnx"
+
+
+def _check_factor(path: Path, size: InputSize, factor: int) -> None:
+    """Raise CheckpointError naming ``path`` unless the down-sampling ``factor`` divides H, W.
+
+    Otherwise the output map would not be H x W (or the graph would not run at all).
+    """
+    if size.height % factor or size.width % factor:
+        raise CheckpointError(f"{path}: input {size.height}x{size.width} (H x W) is not a "
+                              f"multiple of the architecture's down-sampling factor {factor}; "
+                              "this engine cannot run it")
+
+
+def _onnx_factor(path: Path, props: Dict[str, str]) -> int:
+    """Down-sampling factor from an export's ``arch_spec`` metadata (1 when it has none)."""
+    import json
+
+    if "arch_spec" not in props:
+        return 1
+    try:
+        return downsampling_factor(json.loads(props["arch_spec"])["stream"])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: unreadable 'arch_spec' metadata ({type(exc).__name__}: "
+                              f"{exc})") from None
 
 
 def _check_frame(frame) -> Tuple[int, int]:
@@ -110,6 +142,7 @@ class _TorchRunner:
         self.payload = payload
         self.in_channels = int(model.in_channels)
         self.input_size = size_of_checkpoint(payload)  # load_checkpoint checked it
+        _check_factor(path, self.input_size, int(model.factor))
         if fuse:
             model = fuse_for_inference(model, self.input_size)
         # channels_last lets oneDNN vectorise over channels (pools and convs of few channels).
@@ -140,7 +173,7 @@ class _OnnxRunner:
                                   f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise CheckpointError(f"{path}: expected one (B, C, R, R) input, got "
+            raise CheckpointError(f"{path}: expected one (B, C, H, W) input, got "
                                   f"{[(i.name, i.shape) for i in inputs]}")
         self.input_name = inputs[0].name
         shape = inputs[0].shape
@@ -156,6 +189,7 @@ class _OnnxRunner:
         if len(fixed) == 2 and tuple(fixed) != tuple(self.input_size):
             raise CheckpointError(f"{path}: the metadata says input {self.input_size} but the "
                                   f"graph's input is {fixed[0]}x{fixed[1]}")
+        _check_factor(path, self.input_size, _onnx_factor(path, props))
         if self.in_channels not in (3, 6):
             raise CheckpointError(f"{path}: input has {self.in_channels} channels; expected 3 "
                                   "(spatial) or 6 (temporal / fused)")
@@ -187,12 +221,11 @@ class SaliencyEngine:
         logger: anything with .info/.warning (rclpy or logging); default logging.
         fuse: torch backend only: run fuse_for_inference's equivalent, faster model.
     Invalid options raise ValueError.
-    """
 
-    @property
-    def resolution(self):
-        """R (an int) for an R x R model, "HxW" otherwise; ``input_size`` has the numbers."""
-        return plain_size(self.input_size)
+    ``input_size`` (an ``InputSize``, from the checkpoint or the ONNX file) is what every
+    frame is resized to and the size of the maps; ``model_info["input_size"]`` is its label
+    ("64" for 64 x 64, "48x80" for H x W).
+    """
 
     def __init__(self, model_path=None, device: str = "auto", backend: str = "auto",
                  max_gap_s: Optional[float] = 0.5, threads: Optional[int] = None, logger=None,
@@ -220,7 +253,7 @@ class SaliencyEngine:
             runner = _TorchRunner(path, self.device, fuse)
             payload = runner.payload
             info = {"kind": payload["kind"], "arch": payload["arch"].get("name", "custom"),
-                    "resolution": plain_size(runner.input_size),
+                    "input_size": runner.input_size.label,
                     "meta": payload.get("meta", {}),
                     "path": str(path)}
         else:
@@ -229,13 +262,14 @@ class SaliencyEngine:
             info = {"kind": props.get("kind", "temporal" if runner.in_channels == 6
                                       else "spatial"),
                     "arch": props.get("arch", "unknown"),
-                    "resolution": plain_size(runner.input_size),
+                    "input_size": runner.input_size.label,
                     "meta": props, "path": str(path), "onnx_path": str(onnx_path)}
         self._runner = runner
         self.input_size = runner.input_size
         self.in_channels = int(runner.in_channels)
         self.model_info = info
         self._streams: Dict[str, _StreamState] = {}
+        self._squash_told: set = set()  # streams already told their frames are squashed
         self._pending: Dict[str, str] = {}
         self._buf = np.empty((0, self.in_channels, *self.input_size), np.float32)
         self._lock = threading.Lock()
@@ -352,7 +386,7 @@ class SaliencyEngine:
     def _check_model(self) -> None:
         """Run one check frame pair on the serving backend; ModelError if it cannot serve.
 
-        One inference at R x R (about a millisecond on a CPU): far cheaper than a node
+        One inference at H x W (about a millisecond on a CPU): far cheaper than a node
         that starts, reports OK and then fails or publishes zeros on every frame.
         """
         grey = np.full((*self.input_size, 3), CHECK_GREY, np.uint8)
@@ -377,12 +411,13 @@ class SaliencyEngine:
                              "cannot give saliency maps")
 
     def _maps(self, raw, count: int) -> np.ndarray:
-        """(count, R, R) raw maps from a runner's output; ModelError unless (count, 1, R, R)."""
+        """(count, H, W) raw maps from a runner's output; ModelError unless (count, 1, H, W)."""
         want = (count, 1, *self.input_size)
         shape = getattr(raw, "shape", None)
         if shape != want:
             raise ModelError(f"{self.model_path}: model output of shape {shape}; expected "
-                             f"{want}, one R x R map per frame")
+                             f"{want}, one {self.input_size.height} x {self.input_size.width} "
+                             "(H x W) map per frame")
         if raw.dtype.kind != "f":
             raise ModelError(f"{self.model_path}: model output of type {raw.dtype}; expected "
                              "a float map")
@@ -420,11 +455,31 @@ class SaliencyEngine:
         self._streams[stream] = _StreamState(prev=small, size=size, stamp=stamp)
         return prev, reason
 
+    def _tell_squash(self, stream: str, size: Tuple[int, int]) -> None:
+        """Say once per stream (INFO) that its frames are squashed whole to the model's aspect.
+
+        Only when the aspects differ by more than ASPECT_TOLERANCE: a 16:9 camera on a
+        square model is expected, but the user should know the map comes from a frame
+        stretched as in training, not from a crop of it.
+        """
+        if stream in self._squash_told:
+            return
+        width, height = size
+        model = self.input_size
+        if abs((width / height) / (model.width / model.height) - 1.0) <= ASPECT_TOLERANCE:
+            return
+        self._squash_told.add(stream)
+        self._log.info(f"stream '{stream}': {width}x{height} (W x H) frames, aspect "
+                       f"{width / height:.2f}, are squashed whole to the model's input "
+                       f"{model.height} x {model.width} (H x W), aspect "
+                       f"{model.width / model.height:.2f}, by area averaging, as the training "
+                       "frames were: nothing is cropped")
+
     # ----------------------------------------------------------------- inference
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Raw model output (B, R, R) for a float32 (B, C, R, R) input in [0, 1].
+        """Raw model output (B, H, W) for a float32 (B, C, H, W) input in [0, 1].
 
-        A model whose output is not one float R x R map per frame raises ModelError.
+        A model whose output is not one float H x W map per frame raises ModelError.
         """
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[1:] != self._buf.shape[1:]:
@@ -465,6 +520,7 @@ class SaliencyEngine:
             buf = self._buf[:n]
             reasons = []
             for i, ((stream, _, stamp), small, size) in enumerate(zip(items, smalls, sizes)):
+                self._tell_squash(str(stream), size)
                 prev, reason = self._advance(str(stream), small, size, float(stamp))
                 reasons.append(reason)
                 fill_pair(buf[i], small, prev)

@@ -31,6 +31,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.input_size import parse_input_size
 
 # Layer entries:
 #   ["conv", out_channels, kernel, stride]        conv + BN + ReLU ("same" padding)
@@ -437,10 +438,9 @@ class _ChannelLRN(torch.nn.Module):
 class _FixedPrior(torch.nn.Module):
     """LearnedPrior resized once to the output size (it is a constant at inference)."""
 
-    def __init__(self, prior: torch.nn.Module, resolution):
+    def __init__(self, prior: torch.nn.Module, size):
         super().__init__()
-        height, width = ((resolution, resolution) if isinstance(resolution, int)
-                         else (int(resolution[0]), int(resolution[1])))
+        height, width = parse_input_size(size, "inference input size")
         with torch.no_grad():
             self.register_buffer("map", F.interpolate(prior.map, size=(height, width),
                                                       mode="bilinear", align_corners=False))
@@ -462,10 +462,11 @@ def _replace_lrn(seq: torch.nn.Sequential) -> torch.nn.Sequential:
     return torch.nn.Sequential(*out)
 
 
-def fuse_for_inference(model: torch.nn.Module, resolution) -> torch.nn.Module:
+def fuse_for_inference(model: torch.nn.Module, size) -> torch.nn.Module:
     """Return an inference-only copy of ``model`` with the same outputs (to float rounding).
 
-    ``resolution``: the input size it will run at, R or (H, W) (the prior's output size).
+    ``size``: the input size it will run at, R or H x W (anything core.input_size parses):
+    the learned prior becomes a constant of exactly that output size.
 
     BatchNorm is folded into the layer before it (``models.fold_batchnorm``: every layout
     the layer table emits, conv -> pixel-shuffle -> BN included), LRN becomes a 1x1
@@ -477,5 +478,5 @@ def fuse_for_inference(model: torch.nn.Module, resolution) -> torch.nn.Module:
         if isinstance(child, torch.nn.Sequential):
             setattr(net, name, _replace_lrn(child))
     if getattr(net, "prior", None) is not None:
-        net.prior = _FixedPrior(net.prior, resolution)
+        net.prior = _FixedPrior(net.prior, size)
     return net

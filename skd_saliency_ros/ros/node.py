@@ -165,11 +165,12 @@ class SaliencyNode(LifecycleNode):
                                                   qos_out))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(self._period, self._publish_diagnostics)
-        info = self._engine.model_info
+        info, size = self._engine.model_info, self._engine.input_size
         self.get_logger().info(
             f"configured for {len(self._pipelines)} camera(s) "
             f"[{', '.join(p.image_topic for p in self._pipelines)}] with a "
-            f"{info.get('kind', '?')} model at R={self._engine.resolution} on "
+            f"{info.get('kind', '?')} model, input {size.height} x {size.width} (H x W; every "
+            f"frame resized whole to it by area averaging, as in training), on "
             f"{self._engine.device} ({self._engine.backend})")
 
     def _load_engine(self, values):
@@ -255,7 +256,7 @@ class SaliencyNode(LifecycleNode):
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         extra = {"device": str(self._engine.device), "backend": str(self._engine.backend),
-                 "resolution": str(self._engine.resolution)}
+                 "resolution": self._engine.input_size.label}
         for index, pipeline in enumerate(self._pipelines):
             array.status.append(pipeline.diagnostics(self._period, extra,
                                                      P.rate_bounds(self._settings, index)))
