@@ -1,9 +1,11 @@
 """``python -m training export``: write a checkpoint as an ONNX file for the onnxruntime backend.
 
-The export itself is skd_saliency_ros.core.onnx_export (the runtime's code, so the node's own
-on-the-fly export and this command produce the same graph); this step resolves the model,
-refuses to overwrite unless asked, and prints how far onnxruntime is from torch on a real
-frame pair of the data bundle (the exporter already refuses anything above 1e-4 on noise).
+The checkpoint is exported at its stored input size (R x R, or H x W for a non-square model;
+the ONNX metadata says ``input_size``).  The export itself is
+skd_saliency_ros.core.onnx_export (the runtime's code, so the node's own on-the-fly export
+and this command produce the same graph); this step resolves the model, refuses to overwrite
+unless asked, and prints how far onnxruntime is from torch on a real frame pair of the data
+bundle (the exporter already refuses anything above 1e-4 on noise).
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ def run(args) -> int:
     diff = float(np.abs(got - want).max())
     size_kb = os.path.getsize(path) / 1024
     print(f"wrote {path} ({size_kb:.0f} KiB): {payload['kind']} model "
-          f"'{payload['arch'].get('name', '?')}' at R={size.label}, input (B, "
-          f"{model.in_channels}, {size.height}, {size.width}), "
+          f"'{payload['arch'].get('name', '?')}' at its trained input {size.label}, input "
+          f"(B, {model.in_channels}, {size.height}, {size.width}), "
           f"{'static' if args.static_batch else 'dynamic'} batch")
     print(f"max |onnxruntime - torch| on {where}: {diff:.2e} (limit 1e-4)")
     if not diff <= 1e-4:

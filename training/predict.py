@@ -17,7 +17,7 @@ from skd_saliency_ros.core.maps import fill_pair, normalise_maps
 
 
 def pair_batch(frames: np.ndarray, indices: Sequence[int], gap: int = 1) -> torch.Tensor:
-    """(B, 6, R, R) float input in [0, 1]: channels 0-2 frame t, 3-5 frame t-gap.
+    """(B, 6, H, W) float input in [0, 1]: channels 0-2 frame t, 3-5 frame t-gap.
 
     ``gap`` 1 is what the node does (the previous frame); 0 pairs each frame with itself
     (no motion at all), larger gaps imitate a slower camera.  Used to measure how much the
@@ -37,12 +37,13 @@ def pair_batch(frames: np.ndarray, indices: Sequence[int], gap: int = 1) -> torc
 def predict_maps(model: torch.nn.Module, frames: np.ndarray, indices: Iterable[int],
                  batch_size: int = 64, device: str = "cpu", gap: int = 1
                  ) -> Iterator[Tuple[int, np.ndarray]]:
-    """Yield ``(frame_index, map)`` for ``indices`` of ``frames`` (N, R, R, 3) uint8.
+    """Yield ``(frame_index, map)`` for ``indices`` of ``frames`` (N, H, W, 3) uint8.
 
-    Maps are (R, R) float32 in [0, 1].  The model is put in eval mode and left there.
+    Frames are at the model's input size (R x R or H x W); maps are (H, W) float32 in
+    [0, 1].  The model is put in eval mode and left there.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (N, R, R, 3) uint8, got {frames.shape} {frames.dtype}")
+        raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     model.eval()
     indices = list(indices)
     for start in range(0, len(indices), batch_size):

@@ -89,12 +89,14 @@ def _self_check(path: Path, model: torch.nn.Module, sample: torch.Tensor) -> flo
     return float(np.abs(got - want).max())
 
 
-def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution,
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, size,
                 dynamic_batch: bool = True, overwrite: bool = False, opset: int = MIN_OPSET,
                 meta: Optional[Dict[str, Any]] = None, verify: bool = True,
                 exporter: str = "auto") -> Path:
-    """Export ``model`` at ``resolution`` to ``path`` (atomically) and return the path.
+    """Export ``model`` at input ``size`` (R or H x W) to ``path`` (atomically); return the path.
 
+    The graph's input is (B, C, H, W) with H and W fixed (the batch axis dynamic unless
+    ``dynamic_batch`` is False); a model's prior must already be fused at that size.
     Refuses to replace an existing file unless ``overwrite``.  The written model passes
     ``onnx.checker``; with ``verify`` it is also run once in onnxruntime on a random batch
     and must match torch within TOLERANCE.  ``meta`` adds string metadata_props.
@@ -110,7 +112,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution,
         raise OnnxExportError(f"cannot export a {type(model).__name__}: not a saliency model")
     factor = int(getattr(model, "factor", 1))
     try:
-        size = parse_input_size(resolution, "ONNX export input size")
+        size = parse_input_size(size, "ONNX export input size")
     except InputSizeError as exc:
         raise OnnxExportError(str(exc)) from None
     if size.height % factor or size.width % factor:
@@ -157,7 +159,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, resolution,
 def export_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.PathLike,
                       overwrite: bool = False, dynamic_batch: bool = True,
                       opset: int = MIN_OPSET) -> Path:
-    """Export the model stored in a checkpoint at its training resolution, fused for inference.
+    """Export the model stored in a checkpoint at its stored input size, fused for inference.
 
     Raises checkpoint.CheckpointError for a missing or wrong checkpoint.  The checkpoint's
     validation metrics and code version travel into the ONNX metadata.
