@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint
+from skd_saliency_ros.core.input_size import (InputSizeError, parse_input_size, plain_size,
+                                              size_of_checkpoint)
 from skd_saliency_ros.core.checkpoint import CheckpointError, read_checkpoint
 from skd_saliency_ros.core.models import build_model, count_parameters
 from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
@@ -46,12 +47,17 @@ def build_card(checkpoint: Path, evaluation: Dict[str, Any]) -> Dict[str, Any]:
     payload = read_checkpoint(checkpoint)
     meta = payload.get("meta", {})
     model = build_model(payload["kind"], payload["arch"])
+    try:
+        size = size_of_checkpoint(payload)
+    except (InputSizeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{checkpoint}: the stored input size cannot be used: {exc}"
+                              ) from None
     students = {k: training_entries({"meta": v.get("meta", {})}, STUDENT_KEYS)
                 for k, v in meta.get("students", {}).items()}
     return {
         "file": checkpoint.name,
         "kind": payload["kind"], "arch": payload["arch"].get("name"),
-        "resolution": plain_size(size_of_checkpoint(payload)),
+        "resolution": plain_size(size),  # R (an int) as before when square, else "HxW"
         "parameters": count_parameters(model),
         "created": payload.get("created"), "code_version": payload.get("code_version"),
         "training": training_entries(payload, TRAINING_KEYS),
@@ -65,7 +71,7 @@ def card_markdown(card: Dict[str, Any]) -> str:
     """Human-readable card."""
     t = card["training"]
     lines = [f"# {card['file']}", "",
-             f"{card['kind']} model, architecture `{card['arch']}`, R = {card['resolution']}, "
+             f"{card['kind']} model, architecture `{card['arch']}`, {_size_text(card)}, "
              f"{card['parameters']:,} parameters; created {card['created']} "
              f"({card['code_version']}).", "",
              "## Training", "",
@@ -95,6 +101,12 @@ def card_markdown(card: Dict[str, Any]) -> str:
     lines += ["", f"Metrics: {', '.join(c for _, c in TABLE_COLUMNS)} as in "
               "skd_saliency_ros.core.metrics (MIT conventions); see docs/RESULTS.md."]
     return "\n".join(lines) + "\n"
+
+
+def _size_text(card: Dict[str, Any]) -> str:
+    """``R = 64`` for a square model (the cards' old wording), ``input 48x80 (H x W)`` else."""
+    size = parse_input_size(card["resolution"], f"{card['file']}: card resolution")
+    return f"R = {size.label}" if size.square else f"input {size.label} (H x W)"
 
 
 def _n(ev: Dict[str, Any]) -> Optional[int]:

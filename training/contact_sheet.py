@@ -5,9 +5,11 @@ model.  Column one is the frame; every other column is a heat map blended over t
 a reader sees at once what each model learned: whether it finds the people, cars and boats a
 human would look at, lights a band along a border, or draws the same blob on every clip.
 
-Checkpoints run the way the node runs them (frame t paired with t-1 at their R, min-max
-normalised); ``default`` is the shipped model; a teacher (``teacher:tinyhd-m``) labels the
-frame from the clip of its window that ends on that frame.
+Checkpoints run the way the node runs them (the whole frame resized to the checkpoint's input
+size H x W by area averaging, never cropped, frame t paired with t-1, min-max normalised),
+their column titled with that size ("64" or "48x80", H x W); ``default`` is the shipped
+model; a teacher (``teacher:tinyhd-m``) labels the frame from the clip of its window that
+ends on that frame.
 """
 
 from __future__ import annotations
@@ -89,6 +91,23 @@ def _heat(frame: np.ndarray, sal: np.ndarray, alpha: float) -> np.ndarray:
     return cv2.addWeighted(frame, 1 - alpha, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), alpha, 0)
 
 
+def _column_titles(columns: List[Tuple[str, str]]) -> List[str]:
+    """Column titles: a checkpoint's label followed by its input size label, e.g. "wide 48x80".
+
+    Models at different input sizes on one sheet are then told apart at a glance.
+    """
+    from skd_saliency_ros.core.checkpoint import DEFAULT_MODEL, read_checkpoint
+
+    titles = []
+    for label, model in columns:
+        if model.startswith("teacher:"):
+            titles.append(label)
+            continue
+        payload = read_checkpoint(DEFAULT_MODEL if model == "default" else model)
+        titles.append(f"{label} {size_of_checkpoint(payload).label}")
+    return titles
+
+
 def clip_maps(path: Path, indices: List[int], columns: List[Tuple[str, str]]
               ) -> Tuple[List[np.ndarray], Dict[str, List[np.ndarray]]]:
     """Frames (shown at 320 px width) and each column's map for the chosen frames."""
@@ -138,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([Output("--out", args.out)],
                   inputs=[("--data-dir", args.data_dir)] + [("clip", p) for p, _ in clips]
                   + [("--models", m) for m in models], overwrite=args.overwrite)
+    titles = _column_titles(columns)
     rows = []
     for path, indices in tqdm(clips, desc="contact sheet", unit="clip"):
         shown, maps = clip_maps(path, indices, columns)
@@ -154,12 +174,13 @@ def run(args: argparse.Namespace) -> int:
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title("frame" if c == 0 else columns[c - 1][0], fontsize=9)
+                ax.set_title("frame" if c == 0 else titles[c - 1], fontsize=9)
             if c == 0:
                 ax.set_ylabel(name, fontsize=7)
     fig.tight_layout(pad=0.3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=80)
     plt.close(fig)
-    print(f"wrote {args.out}: {len(rows)} frames x {len(columns)} models")
+    print(f"wrote {args.out}: {len(rows)} frames x {len(columns)} models "
+          f"({', '.join(titles)})")
     return 0
