@@ -1,9 +1,11 @@
 """Models and inference backends of the speed benchmark (``python -m bench.models``).
 
-One job: turn a model name into a loaded model, and a (model, backend, R, batch, threads)
-cell into a zero-argument callable that runs one inference, so bench/models.py can time
-every backend the same way.  A model that cannot be loaded or a backend that is not installed
-raises BenchError with the reason; nothing is silently skipped.
+One job: turn a model name into a loaded model, and a (model, backend, input size, batch,
+threads) cell into a zero-argument callable that runs one inference, so bench/models.py can
+time every backend the same way.  An input size is R (R x R) or H x W (anything
+core.input_size parses); a checkpoint's own trained size is in ``info["trained_resolution"]``
+(R as before when square, else "HxW").  A model that cannot be loaded or a backend that is
+not installed raises BenchError with the reason; nothing is silently skipped.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint
+from skd_saliency_ros.core.input_size import InputSize, parse_input_size, plain_size, \
+    size_of_checkpoint
 from skd_saliency_ros.core.errors import SkdError
 from skd_saliency_ros.core.checkpoint import CheckpointError, DEFAULT_MODEL, load_checkpoint
 from skd_saliency_ros.core.models import (ARCHITECTURES, build_model, count_parameters,
@@ -108,8 +111,7 @@ def _forward_with_hook(model: torch.nn.Module, x: torch.Tensor, hook) -> None:
             handle.remove()
 
 
-def activation_bytes(model: torch.nn.Module, in_channels: int,
-                     resolution: int) -> Tuple[int, int]:
+def activation_bytes(model: torch.nn.Module, in_channels: int, size) -> Tuple[int, int]:
     """(total, peak) bytes of the activations of one batch-1 float32 forward pass.
 
     total: the input plus every leaf module's output, in-place results counted once (what an
@@ -117,7 +119,7 @@ def activation_bytes(model: torch.nn.Module, in_channels: int,
     tensors alive at once, sampled after each leaf module (a tensor stays alive while Python
     holds a reference to it; op-internal scratch such as im2col buffers is not counted).
     """
-    x = torch.rand(1, in_channels, resolution, resolution)
+    x = torch.rand(1, in_channels, *parse_input_size(size, "bench input size"))
     kept: Dict[int, Tuple[torch.Tensor, int]] = {}  # holding them stops address reuse
 
     def keep(out):
@@ -140,10 +142,10 @@ def activation_bytes(model: torch.nn.Module, in_channels: int,
     return int(total), int(peak[0])
 
 
-def model_stats(bench_model: BenchModel, resolution: int) -> Dict[str, float]:
-    """Parameters (count, MB float32) and activation memory (MB: total, peak) at R."""
+def model_stats(bench_model: BenchModel, size) -> Dict[str, float]:
+    """Parameters (count, MB float32) and activation memory (MB: total, peak) at one size."""
     params = count_parameters(bench_model.model)
-    total, peak = activation_bytes(bench_model.model, bench_model.in_channels, resolution)
+    total, peak = activation_bytes(bench_model.model, bench_model.in_channels, size)
     return {"params": params, "params_mb": params * 4 / 1e6, "act_mem_mb": total / 1e6,
             "act_peak_mb": peak / 1e6}
 
@@ -186,12 +188,12 @@ def backend_missing(name: str) -> Optional[str]:
 
 
 class CellRunner:
-    """Builds the callable for one cell, caching per-(model, R) artefacts (ONNX files)."""
+    """Builds the callable for one cell, caching per-(model, size) artefacts (ONNX files)."""
 
     def __init__(self, workdir: Optional[str] = None):
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="skd_bench_")
         self.workdir = Path(workdir or self._tmp.name)
-        self._onnx: Dict[Tuple[str, int], Path] = {}
+        self._onnx: Dict[Tuple[str, InputSize], Path] = {}
         self._folded: Dict[str, torch.nn.Module] = {}
 
     def close(self) -> None:
@@ -205,29 +207,31 @@ class CellRunner:
             self._folded[bench_model.label] = fold_batchnorm(bench_model.model)
         return self._folded[bench_model.label]
 
-    def onnx_file(self, bench_model: BenchModel, resolution: int) -> Path:
-        """Export the model once per resolution with the runtime engineer's exporter."""
-        key = (bench_model.label, resolution)
+    def onnx_file(self, bench_model: BenchModel, size) -> Path:
+        """Export the model once per input size with the runtime engineer's exporter."""
+        size = parse_input_size(size, "bench input size")
+        key = (bench_model.label, size)
         if key not in self._onnx:
             from skd_saliency_ros.core.models import fuse_for_inference
             from skd_saliency_ros.core.onnx_export import export_onnx
 
-            path = self.workdir / f"{bench_model.label}_r{resolution}.onnx"
+            path = self.workdir / f"{bench_model.label}_r{size.label}.onnx"
             try:
                 # the fused copy, as export_checkpoint writes it for the engine
-                export_onnx(fuse_for_inference(bench_model.model, resolution), path,
-                            resolution, dynamic_batch=True, overwrite=True)
+                export_onnx(fuse_for_inference(bench_model.model, size), path,
+                            size, dynamic_batch=True, overwrite=True)
             except Exception as exc:  # the exporter raises its own and torch's errors
-                raise BenchError(f"model '{bench_model.label}': ONNX export at R={resolution} "
-                                 f"failed: {type(exc).__name__}: {exc}") from exc
+                raise BenchError(f"model '{bench_model.label}': ONNX export at input "
+                                 f"{size.label} failed: {type(exc).__name__}: {exc}") from exc
             self._onnx[key] = path
         return self._onnx[key]
 
-    def make(self, backend: str, bench_model: BenchModel, resolution: int, batch: int,
+    def make(self, backend: str, bench_model: BenchModel, size, batch: int,
              threads: int) -> Callable[[], Any]:
         """Return ``fn`` such that ``fn()`` runs one batched inference and waits for it."""
-        shape = (batch, bench_model.in_channels, resolution, resolution)
-        gen = torch.Generator().manual_seed(resolution * 1000 + batch)
+        size = parse_input_size(size, "bench input size")
+        shape = (batch, bench_model.in_channels, *size)
+        gen = torch.Generator().manual_seed(size.pixels * 1000 + batch)
         x = torch.rand(shape, generator=gen)
         if backend == "torch":
             # what SaliencyEngine(backend="torch") runs: the fused copy (BN folded, LRN as a
@@ -235,7 +239,7 @@ class CellRunner:
             from skd_saliency_ros.core.models import fuse_for_inference
 
             torch.set_num_threads(threads)
-            model = fuse_for_inference(bench_model.model, resolution).to(
+            model = fuse_for_inference(bench_model.model, size).to(
                 memory_format=torch.channels_last).eval()
             xc = x.contiguous(memory_format=torch.channels_last)
 
@@ -257,7 +261,7 @@ class CellRunner:
             from skd_saliency_ros.core.onnx_runtime import ort_session
 
             # the engine's own session options (no spinning), so the bench times what runs
-            session = ort_session(self.onnx_file(bench_model, resolution), threads)
+            session = ort_session(self.onnx_file(bench_model, size), threads)
             name = session.get_inputs()[0].name
             feed = {name: x.numpy()}
 

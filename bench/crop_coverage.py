@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from skd_saliency_ros.core.input_size import plain_size, size_of_checkpoint
+from skd_saliency_ros.core.input_size import parse_input_size, plain_size, size_of_checkpoint
 from skd_saliency_ros.core.crops import (CropError, centre_crop, crop_around, crop_size,
                                          strongest_peak)
 
@@ -95,7 +95,11 @@ def training_role(meta: Dict[str, Any], name: str) -> str:
 
 
 def default_maps(video: Path, gaze: Path, model_path: Path, progress: bool):
-    """(VideoSource with its checked gaze, checkpoint payload, iterator of (index, R x R map))."""
+    """(VideoSource with its checked gaze, checkpoint payload, iterator of (index, map)).
+
+    Maps are at the checkpoint's input size H x W: each whole frame resized to it by area
+    averaging, as the engine does (never cropped).
+    """
     from tqdm import tqdm
 
     from skd_saliency_ros.core.checkpoint import load_checkpoint
@@ -104,9 +108,9 @@ def default_maps(video: Path, gaze: Path, model_path: Path, progress: bool):
     from training.predict import predict_maps
 
     model, payload = load_checkpoint(model_path)
-    resolution = size_of_checkpoint(payload)
+    size = size_of_checkpoint(payload)
     source = VideoSource(video, gaze_path=gaze)  # loads the gaze, checks it fits the video
-    frames = np.stack([resize_area(f, resolution) for f in
+    frames = np.stack([resize_area(f, size) for f in
                        tqdm(source.frames(), total=source.n_frames, disable=not progress,
                             desc=f"{source.name}: decode", unit="frame", dynamic_ncols=True)])
     return source, payload, predict_maps(model, frames, range(len(frames)))
@@ -191,12 +195,18 @@ def summary(sequences: Dict[str, Dict[str, Any]], fraction: float,
                  sequences[n]["crops"][key]["centre"]]).astype(float) for n in names])}
 
 
+def _size_words(size: Any) -> str:
+    """``R = 64`` for a square model (the old wording), ``input 48x80 (H x W)`` otherwise."""
+    size = parse_input_size(size)
+    return f"R = {size.label}" if size.square else f"input {size.label} (H x W)"
+
+
 def doc_section(result: Dict[str, Any], plot_rel: Optional[str]) -> str:
     """Markdown: the command and conditions, one table row per (sequences, fraction), plot."""
     lines = [f"Command: `{result['command']}` ({result['date']}, {result['seconds']:.0f} s, "
              f"load average before {result['loadavg']}). Model: `{result['model']}` "
-             f"(R = {result['resolution']}); crop aspect: {result['aspect_label']}; every "
-             "frame with at least one fixation. Share = fixations inside the crop / all "
+             f"({_size_words(result['resolution'])}); crop aspect: {result['aspect_label']}; "
+             "every frame with at least one fixation. Share = fixations inside the crop / all "
              "fixations (pooled over frames); per-frame mean = the mean of each frame's share; "
              f"the interval is a block bootstrap ({BLOCK_FRAMES}-frame blocks, {RESAMPLES} "
              "resamples, each sequence resampled on its own).",

@@ -1,15 +1,19 @@
 """``python -m bench.models``: speed and memory of the fused models (paper Table V layout).
 
-For every backend, resolution R, batch size (1 and ``--batch``) and thread count (1 and all
-cores) it times every requested model, always including the paper-faithful reference
-(``--paper``, default skd-paper), and reports parameters, activation memory, latency, FPS
+For every backend, input size (``--resolutions``: R for R x R, or H x W such as 48x80; every
+checkpoint's own trained size is added to them), batch size (1 and ``--batch``) and thread
+count (1 and all cores) it times every requested model, always including the paper-faithful
+reference (``--paper``, default skd-paper), and reports parameters, activation memory, latency, FPS
 and the FPS ratio to the paper model.  Models of one cell are timed round-robin, repeat by
 repeat, so a burst of load from another process hits all of them alike, and each ratio is
 the median of per-repeat ratios.  ``--node`` runs the ROS node overhead benchmark instead
 (bench/node_bench.py).
 
 The JSON (``--json``) has a top-level "summary" with fps_cpu1_r64_paper,
-fps_cpu1_r64_default and ratio_cpu1_r64_default_vs_paper (torch eager, batch 1, one thread).
+fps_cpu1_r64_default and ratio_cpu1_r64_default_vs_paper (torch eager, batch 1, one thread),
+and for a checkpoint trained at another size the same at that size (e.g.
+fps_cpu1_r48x80_wide, ratio_cpu1_r48x80_wide_vs_paper: the paper model timed at 48x80 too).
+Sizes appear as R (an int) when square, else as the "HxW" label.
 ``--doc docs/BENCHMARKS.md`` rewrites the generated section of that file and the plot
 next to it.  A model that cannot be loaded or a backend that is missing stops the run with
 a BenchError naming it; numbers are never reported for what did not run.
@@ -34,6 +38,7 @@ import torch
 
 from skd_saliency_ros.core.checkpoint import code_version
 from skd_saliency_ros.core.errors import run_reporting_user_errors
+from skd_saliency_ros.core.input_size import InputSizeError, parse_input_size, plain_size
 from bench import node_bench
 from bench import report as bench_report
 from bench.backends import (BACKEND_NOTES, BenchError, BenchModel, CellRunner, all_threads,
@@ -59,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint that plays 'default' (default: "
                              "skd_saliency_ros/weights/skd_default_r64.pt)")
     parser.add_argument("--resolutions", default="32,64,128,256",
-                        help="comma list of R (default 32,64,128,256)")
+                        help="comma list of input sizes, R or HxW (default 32,64,128,256); "
+                             "each checkpoint's trained size is added")
     parser.add_argument("--batch", type=int, default=16,
                         help="the batched size next to batch 1 (default 16)")
     parser.add_argument("--threads", default="1,all",
@@ -94,6 +100,32 @@ def _ints(text: str, what: str) -> List[int]:
     if not values or any(v <= 0 for v in values):
         raise BenchError(f"--{what}: expected positive integers, got '{text}'")
     return values
+
+
+def _sizes(text: str, models: Dict[str, BenchModel]) -> List[Any]:
+    """--resolutions plus every checkpoint's trained size, smallest first, in plain form.
+
+    A model is timed at its own input size even when --resolutions does not list it, so a
+    non-square checkpoint is never reported only at square sizes it was not trained at.
+    """
+    try:
+        sizes = [parse_input_size(v.strip(), "--resolutions") for v in text.split(",")
+                 if v.strip()]
+    except InputSizeError as exc:
+        raise BenchError(str(exc)) from None
+    if not sizes:
+        raise BenchError(f"--resolutions: expected a comma list of R or HxW, got '{text}'")
+    for bench_model in models.values():
+        trained = bench_model.info.get("trained_resolution")
+        if trained is not None and parse_input_size(trained) not in sizes:
+            sizes.append(parse_input_size(trained))
+    for bench_model in models.values():
+        factor = int(bench_model.model.factor)
+        bad = [size.label for size in sizes if size.height % factor or size.width % factor]
+        if bad:
+            raise BenchError(f"model '{bench_model.label}' needs H and W multiples of "
+                             f"{factor}; cannot run input {', '.join(bad)}")
+    return [plain_size(size) for size in sorted(set(sizes), key=lambda z: (z.pixels, z))]
 
 
 def _threads(text: str) -> List[int]:
@@ -182,7 +214,7 @@ def _load_models(args) -> Dict[str, BenchModel]:
     return models
 
 
-def _row(backend: str, label: str, res: int, batch: int, threads: int,
+def _row(backend: str, label: str, res: Any, batch: int, threads: int,
          samples: List[float], ratios: List[float] | None) -> Dict[str, Any]:
     med = statistics.median(samples)
     return {"backend": backend, "model": label, "resolution": res, "batch": batch,
@@ -194,19 +226,13 @@ def _row(backend: str, label: str, res: int, batch: int, threads: int,
 
 def run_model_bench(args) -> Dict[str, Any]:
     """Measure every cell; return the result dict (rows, models, meta, summary)."""
-    resolutions = _ints(args.resolutions, "resolutions")
     if args.batch < 1 or args.repeats < 1 or args.min_time < 0:
         raise BenchError("--batch and --repeats must be >= 1 and --min-time >= 0")
     backends, skipped = check_backends([b.strip() for b in args.backends.split(",")
                                         if b.strip()])
     threads = _threads(args.threads)
     models = _load_models(args)
-    for bench_model in models.values():
-        factor = int(bench_model.model.factor)
-        bad = [r for r in resolutions if r % factor]
-        if bad:
-            raise BenchError(f"model '{bench_model.label}' needs R a multiple of {factor}; "
-                             f"cannot run R={bad}")
+    resolutions = _sizes(args.resolutions, models)
     batches = sorted({1, args.batch})
     meta = {
         "command": command_line(),
@@ -256,27 +282,42 @@ def run_model_bench(args) -> Dict[str, Any]:
     return result
 
 
+def _headline_size(row: Dict[str, Any], result: Dict[str, Any]) -> str | None:
+    """``"64"`` or a model's own trained size label for a headline row's size, else None.
+
+    R = 64 is the paper's headline; a checkpoint trained at another size (48x80) gets its
+    headline at that size too, next to the paper model timed at the same size.
+    """
+    res = row["resolution"]
+    trained = [m.get("trained_resolution") for m in result["models"].values()]
+    if res == 64 or res in trained:
+        return parse_input_size(res).label
+    return None
+
+
 def summarise(result: Dict[str, Any]) -> Dict[str, Any]:
-    """Headline numbers: R=64, batch 1, one thread, torch eager (and GPU when measured)."""
+    """Headline numbers: R=64 (and each checkpoint's own size), batch 1, one thread."""
     summary: Dict[str, Any] = {}
-    rows = result["rows"]
     meta = result["meta"]
-    for row in rows:
-        if row["resolution"] != 64 or row["batch"] != 1:
+    gpu = False
+    for row in result["rows"]:
+        size = _headline_size(row, result)
+        if size is None:
             continue
         key = row["model"].replace("-", "_")
-        if row["backend"] == "torch" and row["threads"] == 1:
-            summary[f"fps_cpu1_r64_{key}"] = row["fps"]
+        if row["backend"].startswith("cuda"):
+            gpu = True
+            summary[f"fps_gpu_r{size}_b{row['batch']}_{key}"] = row["fps"]
+        elif row["batch"] != 1:
+            continue
+        elif row["backend"] == "torch" and row["threads"] == 1:
+            summary[f"fps_cpu1_r{size}_{key}"] = row["fps"]
             if row["model"] != "paper":
-                summary[f"ratio_cpu1_r64_{key}_vs_paper"] = row["ratio_vs_paper"]
+                summary[f"ratio_cpu1_r{size}_{key}_vs_paper"] = row["ratio_vs_paper"]
         elif row["threads"] == 1:
             backend = row["backend"].replace("-", "_")
-            summary[f"fps_cpu1_r64_{key}_{backend}"] = row["fps"]
-    gpu_rows = [r for r in rows if r["backend"].startswith("cuda") and r["resolution"] == 64]
-    if gpu_rows:
-        for row in gpu_rows:
-            summary[f"fps_gpu_r64_b{row['batch']}_{row['model'].replace('-', '_')}"] = \
-                row["fps"]
+            summary[f"fps_cpu1_r{size}_{key}_{backend}"] = row["fps"]
+    if gpu:
         summary["gpu"] = meta["versions"].get("cuda_device", "cuda")
     else:
         summary["gpu"] = "not measured — " + meta["backends_not_measured"].get(
@@ -301,6 +342,8 @@ def doc_section(result: Dict[str, Any], plot: Path | None, doc: Path) -> str:
     load = (f"load average {meta['loadavg_before'][0]:.2f} at start, "
             f"{meta['loadavg_after'][0]:.2f} at end")
     models = "\n".join(f"- `{label}`: {m['source']}, {m['per_resolution'][str(meta['resolutions'][0])]['params']:,} parameters"  # noqa: E501
+                       + (f", trained at input {m['trained_resolution']}"
+                          if m.get("trained_resolution") is not None else "")
                        for label, m in result["models"].items())
     not_measured = "".join(f"\n- `{b}`: not measured — {why}"
                            for b, why in meta["backends_not_measured"].items())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from skd_saliency_ros.core.errors import SkdError
+from skd_saliency_ros.core.input_size import parse_input_size
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -59,7 +60,7 @@ def _cell(rows: List[Dict[str, Any]], **key) -> Dict[str, Any] | None:
 
 
 def model_tables(result: Dict[str, Any]) -> str:
-    """Paper Table V layout: one table per backend, rows = (model, R)."""
+    """Paper Table V layout: one table per backend, rows = (model, input size R or HxW)."""
     rows = result["rows"]
     meta = result["meta"]
     batch = meta["batch"]
@@ -68,7 +69,7 @@ def model_tables(result: Dict[str, Any]) -> str:
     parts = []
     for backend in meta["backends"]:
         gpu = backend.startswith("cuda")
-        header = ["model", "R", "params", "act. total (MB)", "act. peak (MB)"]
+        header = ["model", "input (R or HxW)", "params", "act. total (MB)", "act. peak (MB)"]
         if gpu:
             header += ["latency b1 (ms)", "FPS b1", f"FPS b{batch}", "ratio vs paper (b1)"]
         else:
@@ -117,8 +118,16 @@ def summary_table(result: Dict[str, Any]) -> str:
     return md_table(header, table)
 
 
+def _equivalent_r(size: Any) -> float:
+    """Square side with the pixels of ``size``: where an H x W input sits on the R axis."""
+    return math.sqrt(parse_input_size(size).pixels)
+
+
 def plot_fps_vs_r(result: Dict[str, Any], path: Path) -> Path:
-    """Log-log FPS vs R: batch 1 on the fewest threads (left), batched on the most (right)."""
+    """Log-log FPS vs R: batch 1 on the fewest threads (left), batched on the most (right).
+
+    An H x W input is drawn at R = sqrt(H * W) (the same pixel count) with its label.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,7 +144,7 @@ def plot_fps_vs_r(result: Dict[str, Any], path: Path) -> Path:
         for index, label in enumerate(result["models"]):
             for backend in meta["backends"]:
                 thr = 0 if backend.startswith("cuda") else threads
-                pts = [(r["resolution"], r["fps"]) for r in rows
+                pts = [(_equivalent_r(r["resolution"]), r["fps"]) for r in rows
                        if r["model"] == label and r["backend"] == backend
                        and r["batch"] == batch and r["threads"] == thr]
                 if pts:
@@ -144,8 +153,9 @@ def plot_fps_vs_r(result: Dict[str, Any], path: Path) -> Path:
                             label=f"{label} / {backend}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks(meta["resolutions"], [str(r) for r in meta["resolutions"]])
-        ax.set_xlabel("input resolution R")
+        ax.set_xticks([_equivalent_r(r) for r in meta["resolutions"]],
+                      [str(r) for r in meta["resolutions"]])
+        ax.set_xlabel("input size R (H x W at R = sqrt(H W))")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("frames per second")

@@ -2,8 +2,9 @@
 
 What distillation buys is a measured ratio, not a claim: the deep teachers (ONNX, as the
 teach step runs them) and student checkpoints (ONNX export, as the node runs them with
-backend auto on a CPU) are timed in one process, one thread, batch 1, round-robin repeat by
-repeat so that load from other processes hits all of them alike.  A teacher's cost is per
+backend auto on a CPU, at the checkpoint's own input size, R x R or H x W) are timed in one
+process, one thread, batch 1, round-robin repeat by repeat so that load from other processes
+hits all of them alike.  A teacher's cost is per
 *labelled frame*: TinyHD-S needs one 16-frame clip per frame, TinyHD-M labels 16 frames per
 clip.  Model calls only (pre-processing, resizing and decoding are not timed, for either).
 """
@@ -52,7 +53,7 @@ def _teacher_runner(spec: str):
     name = sess.get_inputs()[0].name
     per_call = teacher.window if teacher.output_cfg["per_frame"] else 1
     info = {"kind": "teacher", "model": teacher.model_path.name, "input": list(x.shape),
-            "frames_per_call": per_call}
+            "input_size": f"{int(height)}x{int(width)}", "frames_per_call": per_call}
     return (lambda: sess.run(None, {name: x})), per_call, info
 
 
@@ -72,7 +73,8 @@ def _student_runner(name: str, workdir: Path):
     x = np.random.default_rng(0).random((1, model.in_channels, *size), dtype=np.float32)
     in_name = sess.get_inputs()[0].name
     info = {"kind": "student", "model": str(path), "arch": payload["arch"].get("name"),
-            "resolution": plain_size(size), "params": count_parameters(model)}
+            "resolution": plain_size(size), "input_size": size.label,
+            "params": count_parameters(model)}
     return (lambda: sess.run(None, {in_name: x})), 1, info
 
 
@@ -102,12 +104,12 @@ def run(args: argparse.Namespace) -> int:
     for key, row in rows.items():
         row["student_speedup"] = {s: row["ms_per_frame"] / rows[s]["ms_per_frame"]
                                   for s in students} if row["kind"] == "teacher" else {}
-    print(f"{'model':12s} {'ms/call':>9s} {'ms/frame':>9s} {'FPS':>9s}  speed-up of "
-          + ", ".join(students))
+    print(f"{'model':12s} {'input':>8s} {'ms/call':>9s} {'ms/frame':>9s} {'FPS':>9s}  "
+          "speed-up of " + ", ".join(students))
     for key, row in rows.items():
         speed = ", ".join(f"{v:.0f}x" for v in row["student_speedup"].values())
-        print(f"{key:12s} {row['ms_per_call']:9.2f} {row['ms_per_frame']:9.3f} "
-              f"{row['fps']:9.1f}  {speed}")
+        print(f"{key:12s} {row['input_size']:>8s} {row['ms_per_call']:9.2f} "
+              f"{row['ms_per_frame']:9.3f} {row['fps']:9.1f}  {speed}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
