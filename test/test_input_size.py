@@ -258,3 +258,42 @@ def test_node_serves_a_non_square_model(ros_env, shared_data, tmp_path):
     finally:
         client.close()
         assert node.stop() == 0, node.output[-3000:]
+
+
+def test_contact_sheet_and_teacher_bench_take_a_wide_student(tmp_path, shared_data, capsys):
+    """The contact sheet titles a 48x80 column with its size; bench.teacher times it."""
+    from bench.teacher import main as teacher_main
+    from training.__main__ import main as training_main
+
+    path = _wide("skd-fast", tmp_path / "wide.pt")
+    sheet = tmp_path / "sheet.png"
+    assert training_main(["contact-sheet", "--frames", "uav_gaze/car10.mp4:5", "--data-dir",
+                          str(shared_data), "--models", f"wide={path},default",
+                          "--out", str(sheet)]) == 0
+    assert "1 frames x 2 models (wide 48x80, default 64)" in capsys.readouterr().out
+    assert sheet.stat().st_size > 5000
+    out = tmp_path / "teacher.json"
+    assert teacher_main(["--teachers", "tinyhd-s", "--models", str(path), "--repeats", "1",
+                         "--min-time", "0.01", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    student = rows[str(path)]
+    assert student["input_size"] == "48x80" and student["resolution"] == "48x80"
+    assert student["ms_per_frame"] > 0 and rows["tinyhd-s"]["student_speedup"][str(path)] > 0
+
+
+def test_replay_scores_a_non_square_model(shared_data, tmp_path):
+    """saliency_replay on a real 1280x720 bag with a 48x80 model: report names the size."""
+    from skd_saliency_ros.bags.replay import main as replay_main
+
+    video, gaze = (shared_data / "uav_gaze" / n for n in ("car10.mp4", "car10_gaze.npz"))
+    bag = tmp_path / "car10_bag"
+    assert replay_main(["make-bag", "--video", str(video), "--gaze", str(gaze), "--out",
+                        str(bag), "--max-frames", "5", "--hfov", "60", "--no-progress"]) == 0
+    path = _wide("skd-fast", tmp_path / "wide.pt")
+    report = tmp_path / "replay.json"
+    assert replay_main([str(bag), "--gaze", str(gaze), "--no-output", "--model", str(path),
+                        "--json", str(report), "--no-progress"]) == 0
+    data = json.loads(report.read_text())
+    assert data["model"]["input_size"] == "48x80" and "resolution" not in data["model"]
+    assert data["overall"]["metrics"]["n_frames"] == 5
+    assert np.isfinite(data["overall"]["metrics"]["nss"])
