@@ -195,17 +195,12 @@ def summary(sequences: Dict[str, Dict[str, Any]], fraction: float,
                  sequences[n]["crops"][key]["centre"]]).astype(float) for n in names])}
 
 
-def _size_words(size: Any) -> str:
-    """``R = 64`` for a square model (the old wording), ``input 48x80 (H x W)`` otherwise."""
-    size = parse_input_size(size)
-    return f"R = {size.label}" if size.square else f"input {size.label} (H x W)"
-
-
 def doc_section(result: Dict[str, Any], plot_rel: Optional[str]) -> str:
     """Markdown: the command and conditions, one table row per (sequences, fraction), plot."""
+    size = parse_input_size(result["resolution"])
     lines = [f"Command: `{result['command']}` ({result['date']}, {result['seconds']:.0f} s, "
              f"load average before {result['loadavg']}). Model: `{result['model']}` "
-             f"({_size_words(result['resolution'])}); crop aspect: {result['aspect_label']}; "
+             f"({size.described}); crop aspect: {result['aspect_label']}; "
              "every frame with at least one fixation. Share = fixations inside the crop / all "
              "fixations (pooled over frames); per-frame mean = the mean of each frame's share; "
              f"the interval is a block bootstrap ({BLOCK_FRAMES}-frame blocks, {RESAMPLES} "

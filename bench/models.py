@@ -121,7 +121,7 @@ def _sizes(text: str, models: Dict[str, BenchModel]) -> List[Any]:
             sizes.append(parse_input_size(trained))
     for bench_model in models.values():
         factor = int(bench_model.model.factor)
-        bad = [size.label for size in sizes if size.height % factor or size.width % factor]
+        bad = [size.label for size in sizes if not size.divisible_by(factor)]
         if bad:
             raise BenchError(f"model '{bench_model.label}' needs H and W multiples of "
                              f"{factor}; cannot run input {', '.join(bad)}")

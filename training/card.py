@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from skd_saliency_ros.core.input_size import (InputSizeError, parse_input_size, plain_size,
-                                              size_of_checkpoint)
-from skd_saliency_ros.core.checkpoint import CheckpointError, read_checkpoint
+from skd_saliency_ros.core.input_size import parse_input_size, plain_size
+from skd_saliency_ros.core.checkpoint import CheckpointError, read_checkpoint, stored_input_size
 from skd_saliency_ros.core.models import build_model, count_parameters
 from skd_saliency_ros.core.output_paths import Output, OutputPathError, check_outputs
 
@@ -47,11 +46,7 @@ def build_card(checkpoint: Path, evaluation: Dict[str, Any]) -> Dict[str, Any]:
     payload = read_checkpoint(checkpoint)
     meta = payload.get("meta", {})
     model = build_model(payload["kind"], payload["arch"])
-    try:
-        size = size_of_checkpoint(payload)
-    except (InputSizeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{checkpoint}: the stored input size cannot be used: {exc}"
-                              ) from None
+    size = stored_input_size(checkpoint, payload)
     students = {k: training_entries({"meta": v.get("meta", {})}, STUDENT_KEYS)
                 for k, v in meta.get("students", {}).items()}
     return {
@@ -105,8 +100,7 @@ def card_markdown(card: Dict[str, Any]) -> str:
 
 def _size_text(card: Dict[str, Any]) -> str:
     """``R = 64`` for a square model (the cards' old wording), ``input 48x80 (H x W)`` else."""
-    size = parse_input_size(card["resolution"], f"{card['file']}: card resolution")
-    return f"R = {size.label}" if size.square else f"input {size.label} (H x W)"
+    return parse_input_size(card["resolution"], f"{card['file']}: card resolution").described
 
 
 def _n(ev: Dict[str, Any]) -> Optional[int]:

@@ -119,6 +119,17 @@ def read_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
     return payload
 
 
+def stored_input_size(path: str | os.PathLike, payload: Dict[str, Any]):
+    """Return the input size a read checkpoint was trained at.
+
+    A CheckpointError names ``path`` when the size is missing or no net can take it.
+    """
+    try:
+        return size_of_checkpoint(payload)
+    except (InputSizeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the stored input size cannot be used: {exc}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
                     arch: Optional[str | Dict[str, Any]] = None,
                     resolution=None):
@@ -145,10 +156,7 @@ def load_checkpoint(path: str | os.PathLike, kind: Optional[str] = None,
             raise CheckpointError(f"{path}: architecture '{have.get('name', '?')}' does not "
                                   f"match the requested '{wanted.get('name', '?')}': "
                                   f"{said} differ")
-    try:
-        trained = size_of_checkpoint(payload)
-    except (InputSizeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: the stored input size cannot be used: {exc}") from None
+    trained = stored_input_size(path, payload)
     if resolution is not None and trained != parse_input_size(resolution):
         def said(size):
             return f"R={size.height}" if size.square else f"input {size.label}"

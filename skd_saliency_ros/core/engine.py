@@ -105,7 +105,7 @@ def _check_factor(path: Path, size: InputSize, factor: int) -> None:
 
     Otherwise the output map would not be H x W (or the graph would not run at all).
     """
-    if size.height % factor or size.width % factor:
+    if not size.divisible_by(factor):
         raise CheckpointError(f"{path}: input {size.height}x{size.width} (H x W) is not a "
                               f"multiple of the architecture's down-sampling factor {factor}; "
                               "this engine cannot run it")

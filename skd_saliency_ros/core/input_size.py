@@ -53,6 +53,15 @@ class InputSize(NamedTuple):
         return str(self.height) if self.square else f"{self.height}x{self.width}"
 
     @property
+    def described(self) -> str:
+        """``R = 64`` for a square size (the reports' old wording), ``input 48x80 (H x W)``."""
+        return f"R = {self.label}" if self.square else f"input {self.label} (H x W)"
+
+    def divisible_by(self, factor: int) -> bool:
+        """Whether a net that down-samples by ``factor`` maps this input to a whole grid."""
+        return self.height % factor == 0 and self.width % factor == 0
+
+    @property
     def cv2_size(self) -> tuple:
         """(width, height): OpenCV's order."""
         return (self.width, self.height)

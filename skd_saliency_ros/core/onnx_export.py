@@ -115,7 +115,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, size,
         size = parse_input_size(size, "ONNX export input size")
     except InputSizeError as exc:
         raise OnnxExportError(str(exc)) from None
-    if size.height % factor or size.width % factor:
+    if not size.divisible_by(factor):
         raise OnnxExportError(f"input {size} must be a multiple of {factor} for "
                               f"architecture '{spec.get('name', '?')}'")
     if opset < MIN_OPSET:
